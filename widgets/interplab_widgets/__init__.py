@@ -6,6 +6,10 @@ them, ships them to the browser as binary buffers and exports to standalone HTML
 
 from ._base import InterplabView
 from .attention import AttentionView
+from .feature import FeatureDashboard
+from .logit_lens import LogitLensView
+from .patching import PatchingHeatmap
+from .tokens import TokenView
 
-__all__ = ["AttentionView", "InterplabView"]
+__all__ = ["AttentionView", "FeatureDashboard", "InterplabView", "LogitLensView", "PatchingHeatmap", "TokenView"]
 __version__ = "0.1.0"

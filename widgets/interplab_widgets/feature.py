@@ -1,0 +1,158 @@
+"""FeatureDashboard: one SAE feature or neuron at a glance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import traitlets
+
+from ._arrays import check_cap, check_finite, check_rank, check_tokens, from_wire, to_numpy, to_wire
+from ._base import InterplabView, view_css, view_esm
+
+
+class FeatureDashboard(InterplabView):
+    """Top-activating contexts, an activation histogram and logit effects for one feature.
+
+    - ``contexts``: list of token lists, e.g. the top-20 activating windows.
+    - ``activations``: the feature's activation on each of those tokens, a list of
+      1-D arrays (one per context) or a ``[contexts, tokens]`` array.
+    - ``activation_sample`` (optional): activations over a dataset, 1-D; summarised
+      in Python into a histogram (of the non-zero values when none is negative, as
+      SAE features are sparse; ``density`` is then the non-zero fraction).
+    - ``logit_effects`` + ``vocab`` (optional): the feature's direct effect on each
+      vocabulary logit (e.g. ``W_dec[f] @ W_U``), ``[d_vocab]``; only the top ``k``
+      promoted and suppressed tokens are sent.
+    """
+
+    MAX_CONTEXTS: ClassVar[int] = 100
+    MAX_CONTEXT_LEN: ClassVar[int] = 512
+    MAX_BINS: ClassVar[int] = 200
+    MAX_K: ClassVar[int] = 50
+
+    _esm = view_esm("feature.js")
+    _css = view_css("feature.css")
+
+    title = traitlets.Unicode("").tag(sync=True)
+    label = traitlets.Unicode("").tag(sync=True)
+    #: All contexts' tokens, concatenated; context_lengths splits them.
+    context_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    context_lengths = traitlets.List(traitlets.Int()).tag(sync=True)
+    context_values = traitlets.Bytes().tag(sync=True)  # float32, same length as context_tokens
+    hist_counts = traitlets.Bytes().tag(sync=True)  # float32 [bins]
+    hist_edges = traitlets.Bytes().tag(sync=True)  # float32 [bins + 1]
+    #: Fraction of sampled activations that are non-zero (-1 when no sample was given).
+    density = traitlets.Float(-1.0).tag(sync=True)
+    promoted_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    promoted_values = traitlets.Bytes().tag(sync=True)  # float32 [k], descending
+    suppressed_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    suppressed_values = traitlets.Bytes().tag(sync=True)  # float32 [k], ascending
+    #: Index of the context clicked in the browser, or -1.
+    selected_context = traitlets.Int(-1).tag(sync=True)
+
+    def __init__(
+        self,
+        contexts: Sequence[Sequence[str]],
+        activations: Any,
+        *,
+        activation_sample: Any = None,
+        bins: int = 40,
+        logit_effects: Any = None,
+        vocab: Sequence[str] | None = None,
+        k: int = 10,
+        title: str = "feature",
+        label: str = "",
+    ) -> None:
+        if isinstance(contexts, str):
+            raise ValueError("contexts: expected a list of token lists, got one str.")
+        ctx = [check_tokens(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
+        check_cap(len(ctx), self.MAX_CONTEXTS, "contexts", "Keep the top ones, e.g. contexts[:20] and activations[:20].")
+        if not ctx:
+            raise ValueError("contexts: need at least one context (a list of token strings).")
+        acts = self._check_activations(ctx, activations)
+        flat = np.concatenate(acts) if acts else np.zeros(0)
+        counts, edges, density = self._histogram(activation_sample, bins)
+        promoted, suppressed = self._logit_effects(logit_effects, vocab, k)
+        super().__init__(
+            title=title,
+            label=label,
+            context_tokens=[t for c in ctx for t in c],
+            context_lengths=[len(c) for c in ctx],
+            context_values=to_wire(flat, "float32"),
+            hist_counts=to_wire(counts, "float32"),
+            hist_edges=to_wire(edges, "float32"),
+            density=density,
+            promoted_tokens=[t for t, _ in promoted],
+            promoted_values=to_wire(np.array([v for _, v in promoted]), "float32"),
+            suppressed_tokens=[t for t, _ in suppressed],
+            suppressed_values=to_wire(np.array([v for _, v in suppressed]), "float32"),
+        )
+
+    def _check_activations(self, ctx: list[list[str]], activations: Any) -> list[np.ndarray]:
+        if hasattr(activations, "detach") or isinstance(activations, np.ndarray):
+            arr = to_numpy(activations, "activations")
+            check_rank(arr, "activations", (2,), "[contexts, tokens] (or a list of 1-D arrays)")
+            rows = list(arr)
+        else:
+            rows = [to_numpy(a, f"activations[{i}]") for i, a in enumerate(activations)]
+        if len(rows) != len(ctx):
+            raise ValueError(f"activations: got {len(rows)} rows for {len(ctx)} contexts; pass one activation array per context.")
+        for i, (row, toks) in enumerate(zip(rows, ctx)):
+            check_rank(row, f"activations[{i}]", (1,), "[tokens]")
+            if row.shape[0] != len(toks):
+                raise ValueError(f"activations[{i}]: has {row.shape[0]} values but contexts[{i}] has {len(toks)} tokens; they must match.")
+            check_cap(len(toks), self.MAX_CONTEXT_LEN, f"tokens in contexts[{i}]", "Cut a window around the peak, e.g. toks[max(0, j - 32):j + 8].")
+            check_finite(row, f"activations[{i}]")
+        return rows
+
+    def _histogram(self, sample: Any, bins: int) -> tuple[np.ndarray, np.ndarray, float]:
+        if sample is None:
+            return np.zeros(0), np.zeros(0), -1.0
+        arr = to_numpy(sample, "activation_sample").reshape(-1)
+        check_finite(arr, "activation_sample")
+        if not 1 <= bins <= self.MAX_BINS:
+            raise ValueError(f"bins must be in [1, {self.MAX_BINS}], got {bins}.")
+        if arr.size == 0:
+            raise ValueError("activation_sample: is empty; pass the feature's activations over some dataset.")
+        sparse = arr.min() >= 0
+        shown = arr[arr > 0] if sparse else arr
+        density = float((arr != 0).mean())
+        if shown.size == 0:
+            return np.zeros(0), np.zeros(0), density
+        counts, edges = np.histogram(shown, bins=bins)
+        return counts.astype(np.float32), edges, density
+
+    def _logit_effects(self, effects: Any, vocab: Sequence[str] | None, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        if effects is None and vocab is None:
+            return [], []
+        if effects is None or vocab is None:
+            raise ValueError("logit_effects and vocab go together: pass both (vocab[i] is the string of logit i) or neither.")
+        arr = to_numpy(effects, "logit_effects")
+        check_rank(arr, "logit_effects", (1,), "[d_vocab]")
+        words = check_tokens(vocab, "vocab")
+        if arr.shape[0] != len(words):
+            raise ValueError(f"logit_effects: has {arr.shape[0]} entries but vocab has {len(words)} strings; they must match.")
+        check_finite(arr, "logit_effects")
+        if not 1 <= k <= self.MAX_K:
+            raise ValueError(f"k must be in [1, {self.MAX_K}], got {k}.")
+        order = np.argsort(arr, kind="stable")
+        top = order[::-1][:k]
+        bottom = order[:k]
+        return [(words[i], float(arr[i])) for i in top], [(words[i], float(arr[i])) for i in bottom]
+
+    @property
+    def context_activations(self) -> list[np.ndarray]:
+        """Per-context activations as received by the browser."""
+        flat = from_wire(self.context_values, "float32", (sum(self.context_lengths),))
+        return np.split(flat, np.cumsum(self.context_lengths)[:-1])
+
+    def _describe(self) -> str:
+        extras = []
+        if self.hist_counts:
+            extras.append(f"histogram {len(self.hist_counts) // 4} bins")
+        if self.promoted_tokens:
+            extras.append(f"top {len(self.promoted_tokens)} logits")
+        label = f" {self.label!r}" if self.label else ""
+        tail = "".join(f", {e}" for e in extras)
+        return f"{self.title}{label}: {len(self.context_lengths)} contexts{tail}"
