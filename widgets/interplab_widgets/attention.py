@@ -59,6 +59,8 @@ class AttentionView(InterplabView):
         toks = check_tokens(tokens)
         arr = to_numpy(attention, "attention")
         check_rank(arr, "attention", (3, 4), "[heads, query, key] or [layers, heads, query, key]")
+        check_axis(arr, "attention", -1, len(toks), "tokens (key axis)")
+        check_axis(arr, "attention", -2, len(toks), "tokens (query axis)")
         input_ndim = arr.ndim
         if arr.ndim == 3:
             arr = arr[None]
@@ -67,8 +69,6 @@ class AttentionView(InterplabView):
             default_labels = [f"L{l}H{h}" for l in range(arr.shape[0]) for h in range(arr.shape[1])]
         layers, heads, n_query, n_key = arr.shape
         check_cap(len(toks), self.MAX_TOKENS, "tokens", "Slice the sequence, e.g. tokens[:512] and attention[..., :512, :512].")
-        check_axis(arr, "attention", -1, len(toks), "tokens (key axis)")
-        check_axis(arr, "attention", -2, len(toks), "tokens (query axis)")
         check_cap(layers * heads, self.MAX_HEADS, "heads (layers x heads)", "Show fewer layers, e.g. attention[:4].")
         check_cap(arr.size, self.MAX_VALUES, "attention values", "Slice layers or tokens, e.g. attention[:2] or attention[..., :256, :256].")
         check_finite(arr, "attention")

@@ -55,18 +55,19 @@ class TokenView(InterplabView):
             for name, row in zip(series_names, rows):
                 check_rank(row, f"values[{name!r}]", (1,), "[tokens]")
                 check_axis(row, f"values[{name!r}]", 0, len(toks), "tokens")
+                check_finite(row, f"values[{name!r}]")
             arr = np.stack(rows) if rows else np.zeros((0, len(toks)))
         else:
             arr = to_numpy(values, "values")
             check_rank(arr, "values", (1, 2), "[tokens] or [series, tokens]")
+            check_axis(arr, "values", -1, len(toks), "tokens")
+            check_finite(arr, "values")
             if arr.ndim == 1:
                 arr = arr[None]
         check_cap(len(toks), self.MAX_TOKENS, "tokens", "Show a window, e.g. tokens[:2000] and values[..., :2000].")
-        check_axis(arr, "values", -1, len(toks), "tokens")
         if arr.shape[0] == 0:
             raise ValueError("values: no series given; pass at least one [tokens] array.")
         check_cap(arr.shape[0], self.MAX_SERIES, "series", "Pass fewer series, e.g. values[:16].")
-        check_finite(arr, "values")
         names = list(series_names) if series_names is not None else [f"series {i}" for i in range(arr.shape[0])]
         if len(names) != arr.shape[0]:
             raise ValueError(f"series_names: got {len(names)} names for {arr.shape[0]} series.")

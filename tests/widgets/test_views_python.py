@@ -1,0 +1,339 @@
+"""Python-side contract of the widget kit: traits, validation, wire format, repr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import traitlets
+from ipywidgets.widgets.widget import _remove_buffers
+
+from interplab_widgets import AttentionView, FeatureDashboard, LogitLensView, PatchingHeatmap, TokenView
+from interplab_widgets._arrays import from_wire
+
+TOKENS = ["<bos>", "The", " cat", " sat", " on"]
+
+
+def causal_pattern(layers: int, heads: int, n: int, seed: int = 0) -> np.ndarray:
+    """Random softmax rows with zeros above the diagonal, ``[layers, heads, n, n]``."""
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((layers, heads, n, n))
+    scores[..., np.triu_indices(n, 1)[0], np.triu_indices(n, 1)[1]] = -np.inf
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    return weights / weights.sum(-1, keepdims=True)
+
+
+# ---------------------------------------------------------------- AttentionView
+
+
+def test_attention_accepts_torch_tensor_that_requires_grad() -> None:
+    torch = pytest.importorskip("torch")
+    pattern = torch.tensor(causal_pattern(1, 3, 5)[0], dtype=torch.float32, requires_grad=True)
+    view = AttentionView(TOKENS, pattern)
+    assert view.shape == [1, 3, 5, 5]
+    np.testing.assert_allclose(view.pattern[0], pattern.detach().numpy(), atol=1e-3)
+
+
+def test_attention_causal_pattern_sends_lower_triangle_as_float16() -> None:
+    pattern = causal_pattern(2, 4, 5)
+    view = AttentionView(TOKENS, pattern)
+    assert view.packing == "causal"
+    assert view.dtype == "float16"
+    assert isinstance(view.attention, bytes)
+    assert len(view.attention) == 2 * 4 * (5 * 6 // 2) * 2
+    np.testing.assert_allclose(view.pattern, pattern, atol=1e-3)
+
+
+def test_attention_dense_pattern_float32_round_trips_exactly() -> None:
+    pattern = np.full((2, 5, 5), 0.2, dtype=np.float32)
+    view = AttentionView(TOKENS, pattern, dtype="float32")
+    assert view.packing == "dense"
+    assert len(view.attention) == 2 * 5 * 5 * 4
+    np.testing.assert_array_equal(from_wire(view.attention, "float32", view.shape)[0], pattern)
+
+
+def test_attention_head_labels_default_and_custom() -> None:
+    assert AttentionView(TOKENS, causal_pattern(1, 2, 5)[0]).head_labels == ["H0", "H1"]
+    assert AttentionView(TOKENS, causal_pattern(2, 2, 5)).head_labels == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    assert AttentionView(TOKENS, causal_pattern(1, 2, 5)[0], ["prev", "ind"]).head_labels == ["prev", "ind"]
+
+
+def test_attention_tensor_travels_as_binary_buffer_not_json() -> None:
+    view = AttentionView(TOKENS, causal_pattern(1, 2, 5)[0])
+    state, buffer_paths, buffers = _remove_buffers(view.get_state())
+    assert ["attention"] in buffer_paths
+    assert all(isinstance(b, (bytes, memoryview)) for b in buffers)
+    assert "attention" not in state
+
+
+@pytest.mark.parametrize(
+    ("attention", "tokens", "match"),
+    [
+        (np.zeros((5, 5)), TOKENS, r"expected shape \[heads, query, key\] or \[layers, heads, query, key\], got 2-D"),
+        (np.zeros((1, 2, 3, 5, 5)), TOKENS, r"It looks batched: drop the batch axis, e.g. attention\[0\]"),
+        (np.zeros((2, 5, 4)), TOKENS, r"axis 2 has length 4 but there are 5 tokens \(key axis\)"),
+        (np.zeros((2, 4, 5)), TOKENS, r"axis 1 has length 4 but there are 5 tokens \(query axis\)"),
+        (np.full((2, 5, 5), np.nan), TOKENS, r"non-finite .*np.nan_to_num"),
+        (np.full((2, 5, 5), np.inf), TOKENS, r"non-finite"),
+        (np.full((2, 5, 5), -0.5), TOKENS, r"negative values .*hook_pattern"),
+        (np.zeros((2, 5, 5)), "The cat sat on mat", r"got one str"),
+        (np.zeros((2, 5, 5)), [1, 2, 3, 4, 5], r"item 0 is int, expected str"),
+        (np.array([["a"]]), TOKENS, r"expected numbers"),
+    ],
+)
+def test_attention_rejects_bad_input(attention: np.ndarray, tokens: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AttentionView(tokens, attention)  # type: ignore[arg-type]
+
+
+def test_attention_caps_name_the_cap_and_how_to_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AttentionView, "MAX_TOKENS", 4)
+    with pytest.raises(ValueError, match=r"too many tokens: 5 > cap 4\. Slice the sequence, e\.g\. tokens\[:512\]"):
+        AttentionView(TOKENS, causal_pattern(1, 1, 5)[0])
+    monkeypatch.setattr(AttentionView, "MAX_TOKENS", 1024)
+    monkeypatch.setattr(AttentionView, "MAX_HEADS", 3)
+    with pytest.raises(ValueError, match=r"too many heads \(layers x heads\): 4 > cap 3\. .*attention\[:4\]"):
+        AttentionView(TOKENS, causal_pattern(2, 2, 5))
+    monkeypatch.setattr(AttentionView, "MAX_HEADS", 576)
+    monkeypatch.setattr(AttentionView, "MAX_VALUES", 10)
+    with pytest.raises(ValueError, match=r"too many attention values: 25 > cap 10"):
+        AttentionView(TOKENS, causal_pattern(1, 1, 5)[0])
+
+
+def test_attention_rejects_bad_options() -> None:
+    pattern = causal_pattern(1, 2, 5)[0]
+    with pytest.raises(ValueError, match=r"head_labels: got 1 labels for 2 heads"):
+        AttentionView(TOKENS, pattern, ["only one"])
+    with pytest.raises(ValueError, match=r"scale must be one of"):
+        AttentionView(TOKENS, pattern, scale="max")
+    with pytest.raises(ValueError, match=r"dtype must be one of"):
+        AttentionView(TOKENS, pattern, dtype="float64")
+    with pytest.raises(ValueError, match=r"selected_head must be in \[0, 2\)"):
+        AttentionView(TOKENS, pattern, selected_head=2)
+
+
+# ---------------------------------------------------------------- repr
+
+
+def build_all() -> list:
+    """One small instance of every view, deterministic."""
+    rng = np.random.default_rng(1)
+    vocab = [f"w{i}" for i in range(30)]
+    return [
+        AttentionView(TOKENS, causal_pattern(2, 4, 5)),
+        TokenView(TOKENS, {"act": rng.random(5), "probe": rng.standard_normal(5)}),
+        FeatureDashboard([TOKENS, TOKENS[:3]], [rng.random(5), rng.random(3)], activation_sample=rng.random(100),
+                         logit_effects=rng.standard_normal(30), vocab=vocab, k=3, title="feature 7", label="cats"),
+        PatchingHeatmap(rng.standard_normal((3, 5)), ["L0", "L1", "L2"], TOKENS),
+        LogitLensView.from_logits(TOKENS, rng.standard_normal((3, 5, 30)), vocab, targets=rng.integers(0, 30, 5), k=3),
+    ]
+
+
+EXPECTED_REPRS = [
+    "AttentionView(2 layers x 4 heads, 5 tokens)",
+    "TokenView(2 series, 5 tokens)",
+    "FeatureDashboard(feature 7 'cats': 2 contexts, histogram 40 bins, top 3 logits)",
+    "PatchingHeatmap(3 layer x 5 position)",
+    "LogitLensView(3 layers x 5 positions, top 3, with targets)",
+]
+
+
+def test_repr_is_deterministic_and_is_jupyters_text_plain() -> None:
+    from IPython.lib.pretty import pretty
+
+    first, second = build_all(), build_all()
+    for view, again, expected in zip(first, second, EXPECTED_REPRS):
+        assert repr(view) == expected
+        assert repr(again) == expected
+        assert pretty(view) == expected
+        bundle, _ = view._repr_mimebundle_()
+        assert bundle["text/plain"] == expected
+        assert "text/html" not in bundle  # opt-in only; see embed_html
+
+
+def test_repr_without_layers_axis() -> None:
+    assert repr(AttentionView(TOKENS, causal_pattern(1, 3, 5)[0])) == "AttentionView(3 heads, 5 tokens)"
+
+
+def test_embed_html_adds_text_html(monkeypatch: pytest.MonkeyPatch) -> None:
+    view = build_all()[3]
+    monkeypatch.setattr(type(view), "embed_html", True)
+    bundle, _ = view._repr_mimebundle_()
+    assert bundle["text/html"].startswith('<div id="ipl-')
+
+
+def test_importing_the_kit_never_imports_torch() -> None:
+    code = "import sys, interplab_widgets; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- TokenView
+
+
+def test_tokenview_series_forms() -> None:
+    one = TokenView(TOKENS, np.arange(5.0))
+    assert one.shape == [1, 5] and one.series_names == ["series 0"]
+    many = TokenView(TOKENS, np.ones((3, 5)), ["a", "b", "c"])
+    assert many.shape == [3, 5] and len(many.values) == 3 * 5 * 4
+    named = TokenView(TOKENS, {"loss": np.arange(5.0), "probe": -np.arange(5.0)})
+    assert named.series_names == ["loss", "probe"]
+    np.testing.assert_array_equal(named.array[1], -np.arange(5.0))
+
+
+@pytest.mark.parametrize(
+    ("values", "names", "match"),
+    [
+        (np.ones(4), None, r"axis 0 has length 4 but there are 5 tokens"),
+        (np.ones((2, 2, 5)), None, r"expected shape \[tokens\] or \[series, tokens\], got 3-D"),
+        (np.array([1, 2, np.nan, 4, 5]), None, r"non-finite value\(s\) \(first nan at index \(2,\)\)"),
+        (np.ones((2, 5)), ["only"], r"series_names: got 1 names for 2 series"),
+        ({"a": np.ones(3)}, None, r"values\['a'\]: axis 0 has length 3 but there are 5 tokens"),
+        (np.ones((0, 5)), None, r"no series given"),
+    ],
+)
+def test_tokenview_rejects_bad_input(values: object, names: list[str] | None, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TokenView(TOKENS, values, names)
+
+
+def test_tokenview_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TokenView, "MAX_SERIES", 2)
+    with pytest.raises(ValueError, match=r"too many series: 3 > cap 2\. Pass fewer series, e.g\. values\[:16\]"):
+        TokenView(TOKENS, np.ones((3, 5)))
+
+
+# ---------------------------------------------------------------- PatchingHeatmap
+
+
+def test_patching_selection_syncs_back_as_a_tuple() -> None:
+    view = PatchingHeatmap(np.arange(6.0).reshape(2, 3) - 2, ["L0", "L1"], ["a", "b", "c"])
+    seen: list[object] = []
+    view.observe(lambda change: seen.append(change["new"]), names="selected")
+    assert view.selected is None and view.selected_labels is None
+    view.set_state({"selected": [1, 2]})  # what the browser sends: a JSON list
+    assert view.selected == (1, 2)
+    assert view.selected_labels == ("L1", "c")
+    assert seen == [(1, 2)]
+    with pytest.raises(traitlets.TraitError, match=r"outside the 2 x 3 grid"):
+        view.selected = (2, 0)
+    assert view.vmax == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "rows", "cols", "match"),
+    [
+        (np.ones(4), None, None, r"expected shape \[rows, cols\], got 1-D"),
+        (np.ones((2, 3)), ["a"], None, r"row_labels: got 1 labels for an axis of length 2"),
+        (np.ones((2, 3)), None, ["a", "b"], r"col_labels: got 2 labels for an axis of length 3"),
+        (np.array([[1.0, np.inf]]), None, None, r"non-finite"),
+    ],
+)
+def test_patching_rejects_bad_input(values: np.ndarray, rows: list[str] | None, cols: list[str] | None, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PatchingHeatmap(values, rows, cols)
+
+
+def test_patching_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PatchingHeatmap, "MAX_CELLS", 5)
+    with pytest.raises(ValueError, match=r"too many cells: 6 > cap 5\. Slice it"):
+        PatchingHeatmap(np.ones((2, 3)))
+
+
+# ---------------------------------------------------------------- LogitLensView
+
+
+def test_logit_lens_from_logits_computes_topk_and_target_rank() -> None:
+    vocab = ["a", "b", "c", "d"]
+    logits = np.log(np.array([[[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]]]))  # 1 layer, 2 positions
+    view = LogitLensView.from_logits(["x", "y"], logits, vocab, targets=[1, 0], k=2)
+    assert view.top(0, 0) == [("d", pytest.approx(0.4)), ("c", pytest.approx(0.3))]
+    assert view.target_tokens == ["b", "a"]
+    ranks = from_wire(view.target_ranks, "int32", (1, 2))
+    probs = from_wire(view.target_probs, "float32", (1, 2))
+    np.testing.assert_array_equal(ranks, [[2, 0]])
+    np.testing.assert_allclose(probs, [[0.2, 0.7]], rtol=1e-5)
+    assert view.color_by == "target"
+
+
+def test_logit_lens_string_table_dedupes_predictions() -> None:
+    top_tokens = [[["a", "b"], ["a", "b"]], [["b", "a"], ["a", "b"]]]
+    view = LogitLensView(["x", "y"], top_tokens, np.full((2, 2, 2), 0.5))
+    assert view.strings == ["a", "b"]
+    assert len(view.top_index) == 2 * 2 * 2 * 4
+    assert view.top(1, 0) == [("b", 0.5), ("a", 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"top_probs": np.full((1, 2, 1), 2.0)}, r"probabilities must lie in \[0, 1\]; apply softmax"),
+        ({"top_probs": np.full((1, 3, 1), 0.5)}, r"axis 1 has length 3 but there are 2 tokens"),
+        ({"top_tokens": [[["a"], ["b"], ["c"]]]}, r"top_tokens: shape \(1, 3, 1\) must equal"),
+        ({"target_tokens": ["a", "b"]}, r"go together: pass all three or none"),
+        ({"layer_labels": ["x", "y"]}, r"layer_labels: got 2 labels for 1 layers"),
+    ],
+)
+def test_logit_lens_rejects_bad_input(kwargs: dict, match: str) -> None:
+    args = {"tokens": ["x", "y"], "top_tokens": [[["a"], ["b"]]], "top_probs": np.full((1, 2, 1), 0.5)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        LogitLensView(**args)
+
+
+def test_logit_lens_from_logits_rejects_bad_targets() -> None:
+    with pytest.raises(ValueError, match=r"targets: token ids must be in \[0, 3\)"):
+        LogitLensView.from_logits(["x"], np.zeros((1, 1, 3)), ["a", "b", "c"], targets=[3], k=1)
+    with pytest.raises(ValueError, match=r"axis 2 has length 3 but there are 2 vocab strings"):
+        LogitLensView.from_logits(["x"], np.zeros((1, 1, 3)), ["a", "b"])
+
+
+# ---------------------------------------------------------------- FeatureDashboard
+
+
+def test_feature_dashboard_summarises_in_python() -> None:
+    sample = np.array([0.0, 0.0, 0.5, 1.0, 0.0, 2.0])
+    effects = np.array([0.5, -2.0, 3.0, 0.0])
+    view = FeatureDashboard([["a", "b"], ["c"]], [np.array([0.1, 0.9]), np.array([0.4])], activation_sample=sample,
+                            bins=4, logit_effects=effects, vocab=["w", "x", "y", "z"], k=2)
+    assert view.density == pytest.approx(0.5)
+    assert from_wire(view.hist_counts, "float32", (4,)).sum() == 3  # only non-zero activations
+    assert view.promoted_tokens == ["y", "w"]
+    assert view.suppressed_tokens == ["x", "z"]
+    np.testing.assert_allclose(from_wire(view.promoted_values, "float32", (2,)), [3.0, 0.5])
+    assert [a.tolist() for a in view.context_activations] == [pytest.approx([0.1, 0.9]), pytest.approx([0.4])]
+    assert view.context_tokens == ["a", "b", "c"] and view.context_lengths == [2, 1]
+
+
+def test_feature_dashboard_accepts_padded_array_and_signed_histogram() -> None:
+    view = FeatureDashboard([["a", "b"], ["c", "d"]], np.array([[1.0, -1.0], [0.0, 2.0]]), activation_sample=np.array([-1.0, 0.0, 1.0]), bins=2)
+    assert from_wire(view.hist_counts, "float32", (2,)).sum() == 3  # negatives present: all values
+    assert view.promoted_tokens == []
+
+
+@pytest.mark.parametrize(
+    ("contexts", "acts", "kwargs", "match"),
+    [
+        ([["a", "b"]], [np.ones(3)], {}, r"activations\[0\]: has 3 values but contexts\[0\] has 2 tokens"),
+        ([["a"], ["b"]], [np.ones(1)], {}, r"got 1 rows for 2 contexts"),
+        ([["a"]], [np.array([np.nan])], {}, r"activations\[0\]: contains 1 non-finite"),
+        ([["a"]], [np.ones(1)], {"logit_effects": np.ones(3)}, r"logit_effects and vocab go together"),
+        ([["a"]], [np.ones(1)], {"logit_effects": np.ones(3), "vocab": ["x"]}, r"has 3 entries but vocab has 1 strings"),
+        ([["a"]], [np.ones(1)], {"activation_sample": np.array([np.inf])}, r"activation_sample: contains 1 non-finite"),
+        ([], [], {}, r"need at least one context"),
+        ("abc", [], {}, r"got one str"),
+    ],
+)
+def test_feature_dashboard_rejects_bad_input(contexts: object, acts: object, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        FeatureDashboard(contexts, acts, **kwargs)  # type: ignore[arg-type]
+
+
+def test_feature_dashboard_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FeatureDashboard, "MAX_CONTEXT_LEN", 2)
+    with pytest.raises(ValueError, match=r"too many tokens in contexts\[0\]: 3 > cap 2\. Cut a window"):
+        FeatureDashboard([["a", "b", "c"]], [np.ones(3)])
+    monkeypatch.setattr(FeatureDashboard, "MAX_CONTEXTS", 1)
+    with pytest.raises(ValueError, match=r"too many contexts: 2 > cap 1\. Keep the top ones"):
+        FeatureDashboard([["a"], ["b"]], [np.ones(1), np.ones(1)])
