@@ -11,8 +11,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path(os.environ.get("INTERPLAB_CHROMIUM", "/usr/bin/chromium"))
@@ -102,3 +103,59 @@ def open_html(watched_page: PageWatch, tmp_path: Path):
         return watched_page
 
     return _open
+
+
+# ---------------------------------------------------------------- shared data
+
+TOKENS = ["<bos>", "The", " cat", " sat", " on"]
+VIEW_KINDS = ["AttentionView", "TokenView", "FeatureDashboard", "PatchingHeatmap", "LogitLensView"]
+
+
+def make_causal_pattern(layers: int, heads: int, n: int, seed: int = 0) -> np.ndarray:
+    """Random softmax rows with zeros above the diagonal, ``[layers, heads, n, n]``."""
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((layers, heads, n, n))
+    upper = np.triu_indices(n, 1)
+    scores[..., upper[0], upper[1]] = -np.inf
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    return weights / weights.sum(-1, keepdims=True)
+
+
+def build_view(kind: str) -> Any:
+    """One small, deterministic instance of each view."""
+    from interplab_widgets import AttentionView, FeatureDashboard, LogitLensView, PatchingHeatmap, TokenView
+
+    rng = np.random.default_rng(1)
+    vocab = [f"w{i}" for i in range(30)]
+    if kind == "AttentionView":
+        return AttentionView(TOKENS, make_causal_pattern(2, 4, 5))
+    if kind == "TokenView":
+        return TokenView(TOKENS, {"act": rng.random(5), "probe": rng.standard_normal(5)})
+    if kind == "FeatureDashboard":
+        return FeatureDashboard([TOKENS, TOKENS[:3]], [rng.random(5), rng.random(3)], activation_sample=rng.random(100),
+                                logit_effects=rng.standard_normal(30), vocab=vocab, k=3, title="feature 7", label="cats")
+    if kind == "PatchingHeatmap":
+        return PatchingHeatmap(rng.standard_normal((3, 5)), ["L0", "L1", "L2"], TOKENS)
+    if kind == "LogitLensView":
+        return LogitLensView.from_logits(TOKENS, rng.standard_normal((3, 5, 30)) * 3, vocab, targets=rng.integers(0, 30, 5), k=3)
+    raise KeyError(kind)
+
+
+@pytest.fixture
+def tokens() -> list[str]:
+    return list(TOKENS)
+
+
+@pytest.fixture
+def causal_pattern() -> Callable[..., np.ndarray]:
+    return make_causal_pattern
+
+
+@pytest.fixture
+def view_builder() -> Callable[[str], Any]:
+    return build_view
+
+
+@pytest.fixture(params=VIEW_KINDS)
+def any_view(request: pytest.FixtureRequest) -> Any:
+    return build_view(request.param)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,19 +18,10 @@ from interplab_widgets._arrays import from_wire
 TOKENS = ["<bos>", "The", " cat", " sat", " on"]
 
 
-def causal_pattern(layers: int, heads: int, n: int, seed: int = 0) -> np.ndarray:
-    """Random softmax rows with zeros above the diagonal, ``[layers, heads, n, n]``."""
-    rng = np.random.default_rng(seed)
-    scores = rng.standard_normal((layers, heads, n, n))
-    scores[..., np.triu_indices(n, 1)[0], np.triu_indices(n, 1)[1]] = -np.inf
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    return weights / weights.sum(-1, keepdims=True)
-
-
 # ---------------------------------------------------------------- AttentionView
 
 
-def test_attention_accepts_torch_tensor_that_requires_grad() -> None:
+def test_attention_accepts_torch_tensor_that_requires_grad(causal_pattern: Callable[..., np.ndarray]) -> None:
     torch = pytest.importorskip("torch")
     pattern = torch.tensor(causal_pattern(1, 3, 5)[0], dtype=torch.float32, requires_grad=True)
     view = AttentionView(TOKENS, pattern)
@@ -36,7 +29,7 @@ def test_attention_accepts_torch_tensor_that_requires_grad() -> None:
     np.testing.assert_allclose(view.pattern[0], pattern.detach().numpy(), atol=1e-3)
 
 
-def test_attention_causal_pattern_sends_lower_triangle_as_float16() -> None:
+def test_attention_causal_pattern_sends_lower_triangle_as_float16(causal_pattern: Callable[..., np.ndarray]) -> None:
     pattern = causal_pattern(2, 4, 5)
     view = AttentionView(TOKENS, pattern)
     assert view.packing == "causal"
@@ -54,13 +47,13 @@ def test_attention_dense_pattern_float32_round_trips_exactly() -> None:
     np.testing.assert_array_equal(from_wire(view.attention, "float32", view.shape)[0], pattern)
 
 
-def test_attention_head_labels_default_and_custom() -> None:
+def test_attention_head_labels_default_and_custom(causal_pattern: Callable[..., np.ndarray]) -> None:
     assert AttentionView(TOKENS, causal_pattern(1, 2, 5)[0]).head_labels == ["H0", "H1"]
     assert AttentionView(TOKENS, causal_pattern(2, 2, 5)).head_labels == ["L0H0", "L0H1", "L1H0", "L1H1"]
     assert AttentionView(TOKENS, causal_pattern(1, 2, 5)[0], ["prev", "ind"]).head_labels == ["prev", "ind"]
 
 
-def test_attention_tensor_travels_as_binary_buffer_not_json() -> None:
+def test_attention_tensor_travels_as_binary_buffer_not_json(causal_pattern: Callable[..., np.ndarray]) -> None:
     view = AttentionView(TOKENS, causal_pattern(1, 2, 5)[0])
     state, buffer_paths, buffers = _remove_buffers(view.get_state())
     assert ["attention"] in buffer_paths
@@ -88,7 +81,7 @@ def test_attention_rejects_bad_input(attention: np.ndarray, tokens: object, matc
         AttentionView(tokens, attention)  # type: ignore[arg-type]
 
 
-def test_attention_caps_name_the_cap_and_how_to_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attention_caps_name_the_cap_and_how_to_slice(monkeypatch: pytest.MonkeyPatch, causal_pattern: Callable[..., np.ndarray]) -> None:
     monkeypatch.setattr(AttentionView, "MAX_TOKENS", 4)
     with pytest.raises(ValueError, match=r"too many tokens: 5 > cap 4\. Slice the sequence, e\.g\. tokens\[:512\]"):
         AttentionView(TOKENS, causal_pattern(1, 1, 5)[0])
@@ -102,7 +95,7 @@ def test_attention_caps_name_the_cap_and_how_to_slice(monkeypatch: pytest.Monkey
         AttentionView(TOKENS, causal_pattern(1, 1, 5)[0])
 
 
-def test_attention_rejects_bad_options() -> None:
+def test_attention_rejects_bad_options(causal_pattern: Callable[..., np.ndarray]) -> None:
     pattern = causal_pattern(1, 2, 5)[0]
     with pytest.raises(ValueError, match=r"head_labels: got 1 labels for 2 heads"):
         AttentionView(TOKENS, pattern, ["only one"])
@@ -117,48 +110,34 @@ def test_attention_rejects_bad_options() -> None:
 # ---------------------------------------------------------------- repr
 
 
-def build_all() -> list:
-    """One small instance of every view, deterministic."""
-    rng = np.random.default_rng(1)
-    vocab = [f"w{i}" for i in range(30)]
-    return [
-        AttentionView(TOKENS, causal_pattern(2, 4, 5)),
-        TokenView(TOKENS, {"act": rng.random(5), "probe": rng.standard_normal(5)}),
-        FeatureDashboard([TOKENS, TOKENS[:3]], [rng.random(5), rng.random(3)], activation_sample=rng.random(100),
-                         logit_effects=rng.standard_normal(30), vocab=vocab, k=3, title="feature 7", label="cats"),
-        PatchingHeatmap(rng.standard_normal((3, 5)), ["L0", "L1", "L2"], TOKENS),
-        LogitLensView.from_logits(TOKENS, rng.standard_normal((3, 5, 30)), vocab, targets=rng.integers(0, 30, 5), k=3),
-    ]
+EXPECTED_REPRS = {
+    "AttentionView": "AttentionView(2 layers x 4 heads, 5 tokens)",
+    "TokenView": "TokenView(2 series, 5 tokens)",
+    "FeatureDashboard": "FeatureDashboard(feature 7 'cats': 2 contexts, histogram 40 bins, top 3 logits)",
+    "PatchingHeatmap": "PatchingHeatmap(3 layer x 5 position)",
+    "LogitLensView": "LogitLensView(3 layers x 5 positions, top 3, with targets)",
+}
 
 
-EXPECTED_REPRS = [
-    "AttentionView(2 layers x 4 heads, 5 tokens)",
-    "TokenView(2 series, 5 tokens)",
-    "FeatureDashboard(feature 7 'cats': 2 contexts, histogram 40 bins, top 3 logits)",
-    "PatchingHeatmap(3 layer x 5 position)",
-    "LogitLensView(3 layers x 5 positions, top 3, with targets)",
-]
-
-
-def test_repr_is_deterministic_and_is_jupyters_text_plain() -> None:
+@pytest.mark.parametrize("kind", sorted(EXPECTED_REPRS))
+def test_repr_is_deterministic_and_is_jupyters_text_plain(kind: str, view_builder: Callable[[str], Any]) -> None:
     from IPython.lib.pretty import pretty
 
-    first, second = build_all(), build_all()
-    for view, again, expected in zip(first, second, EXPECTED_REPRS):
-        assert repr(view) == expected
-        assert repr(again) == expected
-        assert pretty(view) == expected
-        bundle, _ = view._repr_mimebundle_()
-        assert bundle["text/plain"] == expected
-        assert "text/html" not in bundle  # opt-in only; see embed_html
+    view, again, expected = view_builder(kind), view_builder(kind), EXPECTED_REPRS[kind]
+    assert repr(view) == expected
+    assert repr(again) == expected
+    assert pretty(view) == expected
+    bundle, _ = view._repr_mimebundle_()
+    assert bundle["text/plain"] == expected
+    assert "text/html" not in bundle  # opt-in only; see embed_html
 
 
-def test_repr_without_layers_axis() -> None:
+def test_repr_without_layers_axis(causal_pattern: Callable[..., np.ndarray]) -> None:
     assert repr(AttentionView(TOKENS, causal_pattern(1, 3, 5)[0])) == "AttentionView(3 heads, 5 tokens)"
 
 
-def test_embed_html_adds_text_html(monkeypatch: pytest.MonkeyPatch) -> None:
-    view = build_all()[3]
+def test_embed_html_adds_text_html(monkeypatch: pytest.MonkeyPatch, view_builder: Callable[[str], Any]) -> None:
+    view = view_builder("PatchingHeatmap")
     monkeypatch.setattr(type(view), "embed_html", True)
     bundle, _ = view._repr_mimebundle_()
     assert bundle["text/html"].startswith('<div id="ipl-')

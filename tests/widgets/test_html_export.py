@@ -1,0 +1,71 @@
+"""Standalone HTML export: self-contained, offline, safe to put twice on a page."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from interplab_widgets import AttentionView, PatchingHeatmap, TokenView
+
+# Anything that would make the browser fetch code or data from a server.
+REMOTE_CODE = [
+    re.compile(r"<script[^>]*\bsrc\s*=", re.I),
+    re.compile(r"<link[^>]*\bhref\s*=", re.I),
+    re.compile(r"\bimport\s*\(?\s*[\"'](?:https?:)?//", re.I),
+    re.compile(r"\bfrom\s*[\"'](?:https?:)?//", re.I),
+    re.compile(r"\bfetch\s*\(", re.I),
+    re.compile(r"XMLHttpRequest|require\.js|requirejs|esm\.sh|unpkg|jsdelivr|cdnjs", re.I),
+    re.compile(r"@import\s+url", re.I),
+]
+
+
+def test_html_is_self_contained(any_view: Any) -> None:
+    view = any_view
+    html = view.to_html()
+    assert html.startswith("<!DOCTYPE html>")
+    for pattern in REMOTE_CODE:
+        assert not pattern.search(html), f"{type(view).__name__} export matches {pattern.pattern}"
+    urls = re.findall(r"https?://[^\s\"'<>\\]+", html)
+    assert set(urls) <= {"http://www.w3.org/2000/svg"}, urls  # an SVG namespace name is not a request
+    assert "export default" in html  # the same ESM the widget uses, inlined
+    assert html.count("</script>") == 1
+
+
+def test_html_embeds_the_exact_bytes_base64(tokens: list[str], causal_pattern: Callable[..., np.ndarray]) -> None:
+    view = AttentionView(tokens, causal_pattern(1, 2, 5)[0])
+    html = view.to_html()
+    state_json = re.search(r"^const STATE = (.*);$", html, re.M).group(1)
+    state = json.loads(state_json)
+    assert base64.b64decode(state["attention"]["__b64__"]) == view.attention
+    assert state["tokens"] == tokens
+    assert "layout" not in state and "_esm" not in state  # only the view's own traits
+
+
+def test_token_strings_cannot_break_out_of_the_script() -> None:
+    tokens = ["</script>", "<img src=x onerror=alert(1)>", "a&b", "\u2028"]
+    view = TokenView(tokens, np.arange(4.0))
+    html = view.to_html()
+    assert html.count("</script>") == 1
+    assert "<img" not in html
+    state = json.loads(re.search(r"^const STATE = (.*);$", html, re.M).group(1))
+    assert state["tokens"] == tokens
+
+
+def test_each_export_gets_a_unique_element_id() -> None:
+    view = PatchingHeatmap(np.eye(3))
+    ids = {re.search(r'<div id="([^"]+)"', view.to_html(full_document=False)).group(1) for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_save_writes_the_document(tmp_path: Path) -> None:
+    view = PatchingHeatmap(np.eye(2))
+    path = view.save(tmp_path / "heat.html")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "PatchingHeatmap(2 layer x 2 position)" in text
