@@ -1,0 +1,168 @@
+"""Each view's exported HTML in headless Chromium: elements, interactions, no errors, no network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from interplab_widgets import AttentionView, FeatureDashboard, LogitLensView, PatchingHeatmap, TokenView
+from interplab_widgets._arrays import from_wire
+
+pytestmark = pytest.mark.browser
+
+MODEL = "Object.values(window.__interplab_models)[0]"
+
+
+def backgrounds(page: Any, selector: str) -> list[str]:
+    return page.eval_on_selector_all(selector, "els => els.map(e => e.style.background)")
+
+
+def test_attention_view_renders_heads_and_reacts(open_html: Callable, tokens: list[str], causal_pattern: Callable) -> None:
+    view = AttentionView(tokens, causal_pattern(2, 3, 5))
+    watch = open_html(view.to_html())
+    page = watch.page
+    assert page.locator(".ipl-thumb").count() == 6
+    assert page.locator(".ipl-thumb canvas").count() == 6
+    assert page.locator(".ipl-strip-out .ipl-token").count() == 5
+    assert page.locator(".ipl-strip-in .ipl-token").count() == 5
+    assert page.inner_text(".ipl-strip-out .ipl-token >> nth=2") == "\u00a0cat"
+
+    # Hover token 3 as query: keys 0..3 get tinted, key 4 is causally masked.
+    assert set(backgrounds(page, ".ipl-strip-out .ipl-token")) == {""}
+    page.hover(".ipl-strip-out .ipl-token >> nth=3")
+    tinted = backgrounds(page, ".ipl-strip-out .ipl-token")
+    assert all(bg.startswith("rgb(") for bg in tinted[:4]) and tinted[4] == "rgb(236, 236, 236)"
+    assert "attends most to" in page.inner_text(".ipl-readout")
+    pattern = view.pattern[0, 0]
+    best = int(np.argmax(pattern[3]))
+    assert f'"{tokens[best]}" ({best})' in page.inner_text(".ipl-readout")
+
+    # Click head 4: it becomes selected, the model trait follows, the big canvas redraws.
+    before = page.eval_on_selector(".ipl-big", "c => c.toDataURL()")
+    page.click(".ipl-thumb >> nth=4")
+    assert page.get_attribute(".ipl-thumb.ipl-selected", "data-head") == "4"
+    assert page.evaluate(f"{MODEL}.get('selected_head')") == 4
+    assert page.eval_on_selector(".ipl-big", "c => c.toDataURL()") != before
+    assert page.inner_text(".ipl-big-label").startswith("L1H1")
+
+    # Hovering the enlarged pattern shows query, key and weight.
+    box = page.locator(".ipl-big").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.9)
+    assert "query 4" in page.inner_text(".ipl-tooltip") and "key 0" in page.inner_text(".ipl-tooltip")
+    watch.assert_clean()
+
+
+def test_attention_scale_changes_thumbnail_colours(open_html: Callable, tokens: list[str]) -> None:
+    pattern = np.tril(np.full((1, 5, 5), 0.1))  # max 0.1: per-head scale saturates, scale "one" is pale
+    view = AttentionView(tokens, pattern)
+    page = open_html(view.to_html()).page
+    per_head = page.eval_on_selector(".ipl-thumb canvas", "c => c.toDataURL()")
+    page.select_option(".ipl-scale", "one")
+    assert page.evaluate(f"{MODEL}.get('scale')") == "one"
+    assert page.eval_on_selector(".ipl-thumb canvas", "c => c.toDataURL()") != per_head
+
+
+def test_token_view_hover_and_series_selector(open_html: Callable, tokens: list[str]) -> None:
+    view = TokenView(tokens, {"act": np.array([0.0, 0.25, 0.5, 0.75, 1.0]), "probe": np.array([-2.0, -1.0, 0.0, 1.0, 2.0])})
+    watch = open_html(view.to_html())
+    page = watch.page
+    assert page.locator(".ipl-token").count() == 5
+    page.hover(".ipl-token >> nth=1")
+    assert "act: 0.250" in page.inner_text(".ipl-tooltip")
+    assert 'act at 1 "The": 0.250' in page.inner_text(".ipl-readout")
+    first = backgrounds(page, ".ipl-token")
+    page.select_option(".ipl-series", "1")
+    assert page.evaluate(f"{MODEL}.get('selected_series')") == 1
+    second = backgrounds(page, ".ipl-token")
+    assert second != first
+    assert second[0] != second[4]  # diverging: negative red, positive blue
+    assert second[2] == "rgb(255, 255, 255)"  # zero is white
+    watch.assert_clean()
+
+
+def test_patching_heatmap_click_selects_cell(open_html: Callable) -> None:
+    values = np.arange(12.0).reshape(3, 4) - 6
+    view = PatchingHeatmap(values, ["L0", "L1", "L2"], ["a", "b", "c", "d"], col_title="pos")
+    watch = open_html(view.to_html())
+    page = watch.page
+    assert page.eval_on_selector(".ipl-heat", "c => [c.width, c.height]") == [4, 3]
+    assert page.locator(".ipl-ylabel").count() == 3 and page.locator(".ipl-xlabel").count() == 4
+    box = page.locator(".ipl-heat").bounding_box()
+    x, y = box["x"] + box["width"] * (2.5 / 4), box["y"] + box["height"] * (1.5 / 3)
+    page.mouse.move(x, y)
+    tip = page.inner_text(".ipl-tooltip")
+    assert "layer: L1" in tip and "pos: c" in tip and "value: 0.000" in tip
+    assert page.is_hidden(".ipl-marker")
+    page.mouse.click(x, y)
+    assert page.evaluate(f"{MODEL}.get('selected')") == [1, 2]
+    assert page.is_visible(".ipl-marker")
+    assert "selected layer L1, pos c" in page.inner_text(".ipl-selection")
+    watch.assert_clean()
+
+
+def test_logit_lens_cells_targets_and_pin(open_html: Callable) -> None:
+    vocab = ["a", "b", "c", "d"]
+    logits = np.log(np.array([[[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]], [[0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.1, 0.7]]]))
+    view = LogitLensView.from_logits(["x", "y"], logits, vocab, targets=[3, 0], k=2)
+    watch = open_html(view.to_html())
+    page = watch.page
+    assert page.locator(".ipl-cell").count() == 4
+    assert page.locator(".ipl-cell.ipl-hit").count() == 2  # (0,0) predicts d, (0,1) predicts a
+    assert page.inner_text(".ipl-cell >> nth=3").replace("\n", "") == "d#2"  # layer 1, pos 1: a ties for 2nd
+    assert page.locator(".ipl-target").all_inner_texts() == ["d", "a"]
+    page.hover(".ipl-cell >> nth=2")
+    assert '1. "a" 0.400' in page.inner_text(".ipl-tooltip")
+    page.click(".ipl-cell >> nth=2")
+    assert page.evaluate(f"{MODEL}.get('selected')") == [1, 0]
+    assert "target \"d\": rank 4" in page.inner_text(".ipl-detail")
+    watch.assert_clean()
+
+
+def test_feature_dashboard_contexts_histogram_logits(open_html: Callable) -> None:
+    view = FeatureDashboard(
+        [["a", "b", "c"], ["d", "e"]],
+        [np.array([0.1, 2.0, 0.3]), np.array([0.5, 0.0])],
+        activation_sample=np.array([0.0, 0.5, 1.0, 1.5, 2.0]),
+        bins=4,
+        logit_effects=np.array([1.0, -1.0, 0.5]),
+        vocab=["x", "y", "z"],
+        k=2,
+        title="feature 3",
+        label="letters",
+    )
+    watch = open_html(view.to_html())
+    page = watch.page
+    assert page.locator(".ipl-context").count() == 2
+    assert page.locator(".ipl-contexts .ipl-token").count() == 5
+    assert page.locator(".ipl-peak").all_inner_texts() == ["b", "d"]
+    assert page.locator(".ipl-bar").count() == 4
+    assert page.locator(".ipl-logit-row").count() == 4
+    assert "letters" in page.inner_text(".ipl-title")
+    page.hover(".ipl-contexts .ipl-token >> nth=1")
+    assert "activation 2.00" in page.inner_text(".ipl-tooltip")
+    page.click(".ipl-context >> nth=1")
+    assert page.evaluate(f"{MODEL}.get('selected_context')") == 1
+    assert 'peak 0.500 at token 0 "d"' in page.inner_text(".ipl-readout")
+    page.hover(".ipl-bar >> nth=0")
+    assert "count 1" in page.inner_text(".ipl-tooltip")
+    watch.assert_clean()
+
+
+def test_many_views_on_one_page_and_a_repeated_output(open_html: Callable, view_builder: Callable) -> None:
+    fragments = [view_builder(kind).to_html(full_document=False) for kind in
+                 ["AttentionView", "TokenView", "FeatureDashboard", "PatchingHeatmap", "LogitLensView", "AttentionView"]]
+    fragments.append(fragments[0])  # the same output twice, as after re-displaying a cell
+    html = "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>" + "".join(fragments) + "</body></html>"
+    watch = open_html(html, "page.html")
+    page = watch.page
+    assert page.locator(".ipl-attention").count() == 3
+    assert page.locator(".ipl-root").count() == 7
+    assert page.locator("style[data-ipl-css]").count() == 5  # one stylesheet per view class
+    # The two copies of one output have separate models: a click in one leaves the other alone.
+    page.click(".ipl-attention >> nth=2 >> .ipl-thumb >> nth=3")
+    selected = page.eval_on_selector_all(".ipl-attention .ipl-thumb.ipl-selected", "els => els.map(e => e.dataset.head)")
+    assert selected == ["0", "0", "3"]
+    watch.assert_clean()
