@@ -1,0 +1,8 @@
+"""Synthetic worlds: seeded data generators whose ground truth is known.
+
+Each world module offers a tokenizer, a sampler of training batches and the
+probes a chapter uses, with labels that say what a correct circuit must do.
+"""
+from interplab.worlds import induction
+
+__all__ = ["induction"]

@@ -1,0 +1,61 @@
+"""One training loop for every zoo model: seeded, step-capped, with a progress bar.
+
+Steps, not seconds, bound training: wall time on a shared 2-core machine varies
+tenfold, the step count does not.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    seconds: float
+
+
+def train_next_token(
+    model: torch.nn.Module,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
+    steps: int,
+    lr: float,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 50,
+    progress: bool = True,
+    desc: str = "training",
+) -> TrainResult:
+    """Train ``model`` with AdamW on next-token cross-entropy.
+
+    ``next_batch`` returns ``(tokens [batch, seq], loss_mask [batch, seq] or None)``;
+    the mask marks the positions whose *next* token counts in the loss.
+    """
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps))
+    start = time.perf_counter()
+    loss_value = float("nan")
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        tokens, mask = next_batch()
+        logits = model(tokens)
+        log_probs = logits[:, :-1].log_softmax(-1)
+        token_loss = -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
+        loss = token_loss[mask[:, :-1]].mean() if mask is not None else token_loss.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        loss_value = loss.item()
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+    model.eval()
+    return TrainResult(steps=steps, final_loss=loss_value, seconds=time.perf_counter() - start)
