@@ -254,15 +254,14 @@ for layer in range(cfg.n_layers):
 # half (attends to the token *after* the earlier copy of the current one).
 
 # %%
-import plotly.express as px
+from interplab_widgets import AttentionView
 
 str_tokens = model.to_str_tokens(probe[0])
 patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0] for layer in range(cfg.n_layers)])
-figure = px.imshow(patterns.flatten(0, 1).numpy(), facet_col=0, facet_col_wrap=cfg.n_heads,
-                   color_continuous_scale="Blues", zmin=0, zmax=1,
-                   labels={"x": "key position", "y": "query position"},
-                   title="attention patterns (facet = layer * n_heads + head)")
-figure
+AttentionView(str_tokens, patterns, title=f"{MODEL_NAME} on <bos> + A + A")
+
+# %% [markdown]
+# Click a thumbnail to enlarge a head; hover a token to see where it looks (and what looks at it).
 
 # %% [markdown]
 # **Takeaway:** layer 0 has a head that looks one token back, and layer-1 heads look at the token
