@@ -108,7 +108,12 @@ def render(chapter: Chapter) -> tuple[str, str]:
 
 
 def build(root: Path, check: bool = False) -> list[Path]:
-    """Write (or, with ``check``, compare) every chapter's notebooks; return the paths that differ."""
+    """Write (or, with ``check``, compare) every chapter's notebooks.
+
+    Returns the notebooks that were (or would be) rewritten, then any notebook in
+    ``notebooks/`` or ``solutions/`` that no source generates (those are never deleted
+    silently: the caller reports them).
+    """
     chapters = find_chapters(root)
     if not chapters:
         raise CourseBuildError(f"no chapter sources (solutions/NN_slug.py) under {root}")

@@ -29,8 +29,16 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("notebooks are up to date with solutions/*.py")
         return 0
+    orphans = [path for path in changed if not path.with_suffix(".py").exists()
+               and not (root / "solutions" / f"{path.stem}.py").exists()]
     for path in changed:
-        print(f"wrote {path.relative_to(root)}")
+        if path in orphans:
+            print(f"no source generates {path.relative_to(root)}: delete it or add solutions/{path.stem}.py",
+                  file=sys.stderr)
+        else:
+            print(f"wrote {path.relative_to(root)}")
+    if orphans:
+        return 1
     if not changed:
         print("nothing to do: notebooks are up to date")
     return 0
