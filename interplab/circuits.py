@@ -1,15 +1,17 @@
-"""Head detectors: scores that say which attention heads do what.
+"""Circuit analysis: head detectors, ablation, direct logit attribution, OV/QK and composition.
 
-Each works on any TransformerLens 4.x model (a zoo model or GPT-2 on Colab):
-it reads ``blocks.{l}.attn.hook_pattern`` from a cache and never looks inside
-the model, so a chapter can run it on whatever a learner loaded.
+Each works on any TransformerLens 4.x model (a zoo model or GPT-2 on Colab).
+The head detectors read ``blocks.{l}.attn.hook_pattern`` from a cache and never
+look inside the model; the rest use the standard hook names and the bridge's
+``W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, QK, OV``, so a chapter can run them on
+whatever a learner loaded.
 """
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
-from transformer_lens import ActivationCache
+from transformer_lens import ActivationCache, FactoredMatrix
 
 
 def _patterns(cache: ActivationCache, n_layers: int) -> Float[torch.Tensor, "layer batch head query key"]:
@@ -59,3 +61,229 @@ def next_token_accuracy(logits: Float[torch.Tensor, "batch seq vocab"], tokens: 
     if mask is not None:
         correct = correct[mask[:, :-1]]
     return correct.float().mean().item()
+
+
+# ---------------------------------------------------------------------------
+# Losses on the repeated half: the quantity an induction circuit exists to lower
+# ---------------------------------------------------------------------------
+
+def per_token_loss(logits: Float[torch.Tensor, "batch seq vocab"],
+                   tokens: Int[torch.Tensor, "batch seq"]) -> Float[torch.Tensor, "batch seq_minus_1"]:
+    """Cross-entropy of predicting ``tokens[:, p + 1]`` from position ``p``."""
+    log_probs = logits[:, :-1].float().log_softmax(-1)
+    return -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def repeated_half_loss(logits: Float[torch.Tensor, "batch seq vocab"], tokens: Int[torch.Tensor, "batch seq"],
+                       half_len: int) -> float:
+    """Mean loss on ``<bos> + A + A`` where only induction can help: predicting A's 2nd..last token the
+    second time (positions ``half_len + 1`` to ``2 * half_len - 1`` predict the next token)."""
+    return per_token_loss(logits, tokens)[:, half_len + 1:2 * half_len].mean().item()
+
+
+def repeated_half_mask(tokens: Int[torch.Tensor, "batch seq"], half_len: int) -> Bool[torch.Tensor, "batch seq"]:
+    """True at the positions :func:`repeated_half_loss` averages over (for :func:`next_token_accuracy`)."""
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    mask[:, half_len + 1:2 * half_len] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------
+# Ablation: remove a head and see what breaks (the causal test of a hypothesis)
+# ---------------------------------------------------------------------------
+
+Head = tuple[int, int]
+
+
+def mean_head_z(model, tokens: Int[torch.Tensor, "batch seq"]) -> Float[torch.Tensor, "layer seq head d_head"]:
+    """Each head's output ``hook_z`` averaged over the batch (position by position).
+
+    Mean ablation replaces a head's output with this: it removes what the head says about *these*
+    tokens while keeping its average contribution, so the rest of the model stays on distribution
+    (zero ablation can break a model for reasons that have nothing to do with the head's job).
+    """
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    return torch.stack([cache[name].mean(0) for name in names])
+
+
+def ablation_hooks(model, heads: list[Head], mode: str = "zero",
+                   means: Float[torch.Tensor, "layer seq head d_head"] | None = None) -> list:
+    """Forward hooks on ``blocks.{l}.attn.hook_z`` that zero (or mean-ablate) the given heads.
+
+    Pass them to ``model.run_with_hooks(tokens, fwd_hooks=...)``. ``mode="mean"`` needs ``means``
+    from :func:`mean_head_z`, computed on sequences of the same length.
+    """
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
+    if mode == "mean" and means is None:
+        raise ValueError("mean ablation needs means=mean_head_z(model, reference_tokens)")
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(int(layer), []).append(int(head))
+
+    def make_hook(layer: int, layer_heads: list[int]):
+        def hook(z, hook):
+            z = z.clone()
+            if mode == "zero":
+                z[:, :, layer_heads] = 0.0
+            else:
+                z[:, :, layer_heads] = means[layer, : z.shape[1], layer_heads].to(z.dtype)
+            return z
+
+        return hook
+
+    return [(f"blocks.{layer}.attn.hook_z", make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
+
+
+def ablated_repeated_half_loss(model, tokens: Int[torch.Tensor, "batch seq"], half_len: int, heads: list[Head],
+                               mode: str = "zero", means: torch.Tensor | None = None) -> float:
+    """The repeated-half loss with ``heads`` ablated together."""
+    if mode == "mean" and means is None:
+        means = mean_head_z(model, tokens)
+    with torch.no_grad():
+        logits = model.run_with_hooks(tokens, fwd_hooks=ablation_hooks(model, heads, mode, means))
+    return repeated_half_loss(logits, tokens, half_len)
+
+
+def head_ablation_losses(model, tokens: Int[torch.Tensor, "batch seq"], half_len: int,
+                         mode: str = "zero") -> Float[torch.Tensor, "layer head"]:
+    """The repeated-half loss with each head ablated on its own: which heads the task needs."""
+    means = mean_head_z(model, tokens) if mode == "mean" else None
+    cfg = model.cfg
+    return torch.tensor([[ablated_repeated_half_loss(model, tokens, half_len, [(layer, head)], mode, means)
+                          for head in range(cfg.n_heads)] for layer in range(cfg.n_layers)])
+
+
+# ---------------------------------------------------------------------------
+# Direct logit attribution: which heads write the answer
+# ---------------------------------------------------------------------------
+
+def head_outputs(model, cache: ActivationCache) -> Float[torch.Tensor, "layer head batch seq d_model"]:
+    """What each head adds to the residual stream: ``hook_z @ W_O`` (the shared bias ``b_O`` left out)."""
+    z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"] for layer in range(model.cfg.n_layers)])
+    return torch.einsum("lbphd,lhdm->lhbpm", z, model.W_O)
+
+
+def head_direct_logit_attribution(model, cache: ActivationCache,
+                                  tokens: Int[torch.Tensor, "batch seq"]) -> Float[torch.Tensor, "layer head batch seq_minus_1"]:
+    """Each head's direct contribution to the logit of the true next token, at every position.
+
+    The final layer norm is linear once its scale is frozen at the value the cache recorded, so the
+    logit splits into a sum over everything written to the residual stream; a head's share is its
+    output, centred (LayerNorm), divided by that scale, times ``ln_final.weight``, dotted with the
+    unembedding of the token that came next. Direct only: effects through later heads are not counted.
+    """
+    out = head_outputs(model, cache)[..., :-1, :]
+    if model.cfg.normalization_type in ("LN", "LNPre"):
+        out = out - out.mean(-1, keepdim=True)
+    if model.cfg.normalization_type is not None:
+        out = out / cache["ln_final.hook_scale"][:, :-1]
+        weight = getattr(model.ln_final, "weight", None)
+        if weight is not None:
+            out = out * weight
+    directions = model.W_U[:, tokens[:, 1:]]  # d_model batch seq-1
+    return torch.einsum("lhbpm,mbp->lhbp", out, directions)
+
+
+# ---------------------------------------------------------------------------
+# Reading the weights: OV (what a head copies) and QK (where it looks)
+# ---------------------------------------------------------------------------
+
+def full_ov_circuit(model, layer: int, head: int) -> FactoredMatrix:
+    """``W_E W_V W_O W_U`` as a ``[d_vocab, d_vocab]`` FactoredMatrix: row ``s`` is how attending to
+    token ``s`` moves each output logit. A copying head has a dominant diagonal.
+
+    Layer norms are left out (their scales are per-token constants that do not change a row's argmax).
+    """
+    return FactoredMatrix(model.W_E, model.W_V[layer, head]) @ FactoredMatrix(model.W_O[layer, head], model.W_U)
+
+
+def copying_accuracy(circuit: FactoredMatrix | Float[torch.Tensor, "src dst"],
+                     token_ids: Int[torch.Tensor, " n"] | None = None, chunk: int = 1024) -> float:
+    """Fraction of source tokens ``s`` whose largest entry in row ``s`` is column ``s`` (the token itself).
+
+    ``token_ids`` restricts the rows and columns (e.g. to real words, not special tokens); rows are
+    materialised ``chunk`` at a time, so a 50k-token vocabulary fits in memory.
+    """
+    n = circuit.shape[-1]
+    ids = torch.arange(n) if token_ids is None else torch.as_tensor(token_ids)
+    hits = 0
+    for start in range(0, len(ids), chunk):
+        rows_ids = ids[start:start + chunk]
+        if isinstance(circuit, FactoredMatrix):
+            rows = circuit.A[rows_ids] @ circuit.B[:, ids]
+        else:
+            rows = circuit[rows_ids][:, ids]
+        hits += (rows.argmax(-1) == torch.arange(start, start + len(rows_ids))).sum().item()
+    return hits / len(ids)
+
+
+def positional_attention_pattern(model, layer: int, head: int) -> Float[torch.Tensor, "query key"]:
+    """The attention pattern a head would have if it saw positions only (no token identity).
+
+    Each position's input is ``W_pos[p]`` plus the average token embedding, through the layer's
+    ``ln1``; scores are ``x QK x^T / sqrt(d_head)`` with ``QK = W_Q W_K^T`` (query and key biases
+    left out), causally masked, softmaxed. Meaningful for layer 0, which reads only the embeddings.
+    """
+    x = model.W_pos + model.W_E.mean(0)
+    ln1 = getattr(model.blocks[layer], "ln1", None)
+    if ln1 is not None and model.cfg.normalization_type is not None:
+        x = ln1(x)
+    scores = (x @ model.QK[layer, head] @ x.T).AB
+    if model.cfg.use_attn_scale:
+        scores = scores / (model.cfg.d_head ** 0.5)
+    n = scores.shape[-1]
+    scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool, device=scores.device), 1), float("-inf"))
+    return scores.softmax(-1)
+
+
+# ---------------------------------------------------------------------------
+# Composition: which earlier head feeds which later one
+# ---------------------------------------------------------------------------
+
+def composition_score(left: FactoredMatrix, right: FactoredMatrix) -> float:
+    """``||left right||_F / (||left||_F ||right||_F)``: how much of what ``left`` writes ``right`` reads.
+
+    For K-composition ``left`` is an earlier head's OV circuit and ``right`` a later head's ``QK^T``.
+    """
+    return ((left @ right).norm() / (left.norm() * right.norm())).item()
+
+
+def composition_scores(model, mode: str) -> Float[torch.Tensor, "layer head layer head"]:
+    """``scores[l1, h1, l2, h2]``: composition of head ``l1.h1`` into ``l2.h2`` via its Q, K or V input.
+
+    Wraps TransformerLens' ``all_composition_scores`` (entries with ``l1 >= l2`` are 0).
+    Compare with :func:`composition_baseline`: random matrices already score above 0.
+    """
+    return model.all_composition_scores(mode).scores
+
+
+def composition_baseline(d_model: int, d_head: int, samples: int = 200, seed: int = 0) -> float:
+    """Mean composition score of two random rank-``d_head`` matrices: the "no composition" level."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def random_circuit() -> FactoredMatrix:
+        return FactoredMatrix(torch.randn(d_model, d_head, generator=generator),
+                              torch.randn(d_head, d_model, generator=generator))
+
+    return sum(composition_score(random_circuit(), random_circuit()) for _ in range(samples)) / samples
+
+
+# ---------------------------------------------------------------------------
+# Naming heads from their scores
+# ---------------------------------------------------------------------------
+
+def heads_above(scores: Float[torch.Tensor, "layer head"], threshold: float) -> list[Head]:
+    """``(layer, head)`` pairs whose score reaches ``threshold``, in order."""
+    return [(int(layer), int(head)) for layer, head in (scores >= threshold).nonzero().tolist()]
+
+
+def head_types(cache: ActivationCache, half_len: int, threshold: float = 0.6) -> dict[str, list[Head]]:
+    """Previous-token, duplicate-token and induction heads on a ``<bos> + A + A`` cache."""
+    return {
+        "previous_token_heads": heads_above(previous_token_scores(cache), threshold),
+        "duplicate_token_heads": heads_above(duplicate_token_scores(cache, half_len), threshold),
+        "induction_heads": heads_above(induction_scores(cache, half_len), threshold),
+    }

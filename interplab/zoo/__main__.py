@@ -1,4 +1,9 @@
-"""``python -m interplab.zoo list | train NAME [--seed S] [--steps N] [--out DIR]``."""
+"""``python -m interplab.zoo list | train NAME [--seed S] [--steps N] [--out DIR] | card NAME``.
+
+``card NAME`` re-measures a shipped model's card (metrics and, where the recipe
+has one, its ground truth) from the shipped weights, without retraining and
+without touching ``model.safetensors``; it rewrites ``card.json`` and ``MODEL_CARD.md``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -20,12 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--steps", type=int, default=None, help="default: the shipped model's step count")
     train.add_argument("--out", default=None, help="folder to write; default: the shipped checkpoint (overwrites it)")
     train.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it slightly)")
+    card = sub.add_parser("card", help="recompute a shipped model's card (metrics, ground truth) from its weights")
+    card.add_argument("name")
+    card.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         for name, description in list_models().items():
             print(f"{name:24s} {description}")
         return 0
+    if args.command == "card":
+        torch.set_num_threads(args.threads)
+        return rewrite_card(args.name)
 
     torch.set_num_threads(args.threads)
     module = recipe(args.name)
@@ -38,6 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     folder = save_checkpoint(model, args.out or model_dir(args.name), card, module.card_markdown(card))
     print(json.dumps({k: card["metrics"][k] for k in card["metrics"] if not isinstance(card["metrics"][k], list)}))
     print(f"wrote {folder}")
+    return 0
+
+
+def rewrite_card(name: str) -> int:
+    """Re-measure the card of a shipped model from its weights; keep what only training knows."""
+    from interplab.zoo import load_model, model_card
+
+    module = recipe(name)
+    folder = model_dir(name)
+    model = load_model(name)
+    card = model_card(name)
+    with torch.no_grad():
+        card["metrics"] = module.evaluate(model)
+        if hasattr(module, "ground_truth"):
+            card.update(module.ground_truth(model))
+    (folder / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+    (folder / "MODEL_CARD.md").write_text(module.card_markdown(card))
+    print(f"rewrote {folder / 'card.json'} and {folder / 'MODEL_CARD.md'} (weights untouched)")
     return 0
 
 

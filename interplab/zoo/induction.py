@@ -19,6 +19,16 @@ INDUCTION_THRESHOLD = 0.6  # a layer-1 head must put at least this much attentio
 ACCURACY_THRESHOLD = 0.9  # next-token accuracy where the next token is a repeat
 PREVIOUS_TOKEN_THRESHOLD = 0.6  # a layer-0 head must attend to the previous token at least this much
 
+# Ground truth: which heads form the circuit, decided by ablations (see ground_truth()).
+GROUND_TRUTH_THRESHOLDS = {
+    "layer_loss_increase": 1.0,  # mean-ablating a whole layer must raise the repeated-half loss by >= 1 nat
+    "recovery": 0.5,  # a circuit head, alone in its layer, recovers >= half of that loss
+    "role_score": 0.6,  # a circuit head's role: the head score (previous-token, duplicate, induction) it reaches
+    "necessary_loss_increase": 1.0,  # a head whose ablation alone costs >= 1 nat is "necessary"
+}
+ROLES = {"previous_token_heads": "previous_token_scores", "duplicate_token_heads": "duplicate_token_scores",
+         "induction_heads": "induction_scores"}
+
 
 def model_config(seed: int):
     from transformer_lens import TransformerBridgeConfig
@@ -57,6 +67,99 @@ def evaluate(model) -> dict[str, Any]:
     }
 
 
+@torch.no_grad()
+def ground_truth(model) -> dict[str, Any]:
+    """The model's induction circuit, derived from mean ablations on ``<bos> + A + A`` (held-out seed).
+
+    Heads in one layer can be redundant (four induction heads each do the job alone), so removing
+    one head at a time misses them. Instead, per layer: mean-ablate the whole layer (it must cost
+    ``layer_loss_increase`` nats of repeated-half loss, or the layer plays no part), then keep one head
+    and ablate the rest. A head that recovers at least ``recovery`` of the layer's loss is in the
+    circuit; its role is the head score (previous-token, duplicate-token, induction) that reaches
+    ``role_score``. Heads whose ablation alone costs ``necessary_loss_increase`` are "necessary".
+    Returns ``{"ground_truth": {...}}`` for the model card.
+    """
+    limits = GROUND_TRUTH_THRESHOLDS
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    probe = induction.repeated_tokens(64, EVAL_HALF_LEN, seed=EVAL_SEED)
+    means = circuits.mean_head_z(model, probe)
+
+    def loss(heads: list) -> float:
+        return circuits.ablated_repeated_half_loss(model, probe, EVAL_HALF_LEN, heads, "mean", means)
+
+    logits, cache = model.run_with_cache(probe)
+    clean = circuits.repeated_half_loss(logits, probe, EVAL_HALF_LEN)
+    scores = {role: getattr(circuits, fn)(cache) if role == "previous_token_heads"
+              else getattr(circuits, fn)(cache, EVAL_HALF_LEN) for role, fn in ROLES.items()}
+    single = [[loss([(layer, head)]) for head in range(n_heads)] for layer in range(n_layers)]
+    layer_loss, alone, recovery = [], [], []
+    for layer in range(n_layers):
+        everyone = [(layer, head) for head in range(n_heads)]
+        layer_loss.append(loss(everyone))
+        alone.append([loss([h for h in everyone if h[1] != head]) for head in range(n_heads)])
+        gap = layer_loss[-1] - clean
+        recovery.append([(layer_loss[-1] - a) / gap if gap > 0 else 0.0 for a in alone[-1]])
+    circuit: dict[str, list[list[int]]] = {role: [] for role in ROLES}
+    for layer in range(n_layers):
+        if layer_loss[layer] - clean < limits["layer_loss_increase"]:
+            continue
+        for head in range(n_heads):
+            if recovery[layer][head] < limits["recovery"]:
+                continue
+            for role in ROLES:
+                if scores[role][layer, head] >= limits["role_score"]:
+                    circuit[role].append([layer, head])
+    necessary = [[layer, head] for layer in range(n_layers) for head in range(n_heads)
+                 if single[layer][head] - clean >= limits["necessary_loss_increase"]]
+
+    def rounded(rows):
+        return [[round(float(v), 4) for v in row] for row in rows]
+
+    return {"ground_truth": {
+        "circuit": circuit,
+        "necessary_heads": necessary,
+        "method": "mean ablation (per-position batch mean of hook_z) on <bos> + A + A, "
+                  f"A = {EVAL_HALF_LEN} distinct random words, 64 sequences, seed {EVAL_SEED}; "
+                  "loss = mean cross-entropy on the repeated half",
+        "thresholds": dict(limits),
+        "clean_loss": round(clean, 4),
+        "layer_ablated_loss": [round(v, 4) for v in layer_loss],
+        "single_head_ablated_loss": rounded(single),
+        "head_alone_in_layer_loss": rounded(alone),
+        "recovery": rounded(recovery),
+    }}
+
+
+def _ground_truth_markdown(truth: dict[str, Any]) -> str:
+    limits = truth["thresholds"]
+
+    def names(heads) -> str:
+        return ", ".join(f"{layer}.{head}" for layer, head in heads) or "none"
+
+    rows = "\n".join(
+        f"| {layer}.{head} | {truth['single_head_ablated_loss'][layer][head]:.3f} | "
+        f"{truth['head_alone_in_layer_loss'][layer][head]:.3f} | {truth['recovery'][layer][head]:.2f} |"
+        for layer in range(len(truth["recovery"])) for head in range(len(truth["recovery"][0])))
+    layers = ", ".join(f"layer {layer}: {v:.3f}" for layer, v in enumerate(truth["layer_ablated_loss"]))
+    circuit = truth["circuit"]
+    return f"""
+## Ground truth: the circuit (`python -m interplab.zoo card {NAME}` recomputes it)
+- previous-token heads: **{names(circuit['previous_token_heads'])}**
+- induction heads: **{names(circuit['induction_heads'])}**
+- duplicate-token heads: **{names(circuit['duplicate_token_heads'])}**
+- necessary on their own (ablating just this head costs >= {limits['necessary_loss_increase']} nat): {names(truth['necessary_heads'])}
+
+How: {truth['method']}. Clean loss {truth['clean_loss']:.4f}; with a whole layer ablated: {layers}
+(a layer counts if this rises by >= {limits['layer_loss_increase']} nat). A head is in the circuit if, with the
+other heads of its layer ablated, it recovers >= {limits['recovery']} of the layer's loss; its role is the head
+score (above) that reaches {limits['role_score']}.
+
+| head | loss, this head ablated | loss, only this head kept in its layer | recovery |
+|---|---|---|---|
+{rows}
+"""
+
+
 def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
     """Train from scratch; same seed, same steps, same thread count -> same weights."""
     from interplab.zoo.training import train_next_token
@@ -91,7 +194,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| {layer}.{head} | {metrics['previous_token_scores'][layer][head]:.2f} | {metrics['induction_scores'][layer][head]:.2f} |"
         for layer in range(len(metrics["induction_scores"])) for head in range(len(metrics["induction_scores"][0]))
     )
-    extra = card.get("ground_truth_markdown", "")
+    extra = _ground_truth_markdown(card["ground_truth"]) if "ground_truth" in card else ""
     return f"""# {card['name']}
 
 {card['description']}.
