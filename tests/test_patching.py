@@ -1,0 +1,162 @@
+"""The patching library on a random GPT-2-architecture bridge: batched == looped == TransformerLens,
+edge runs reproduce the clean and corrupted models at the extremes, and the gradient estimates
+track the exact interventions."""
+import pytest
+import torch
+
+from interplab import patching
+from interplab.zoo import build_random_gpt2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = build_random_gpt2(n_layers=2, d_model=32, n_heads=2, d_vocab=64, n_ctx=16, seed=1)
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 64, (4, 8), generator=generator)
+    corrupted = clean.clone()
+    corrupted[:, 2] = torch.randint(0, 64, (4,), generator=generator)
+    answers = torch.randint(0, 64, (4, 2), generator=generator)
+    return model, clean, corrupted, patching.logit_diff_metric(answers)
+
+
+def test_logit_diff_metric():
+    logits = torch.zeros(2, 3, 5)
+    logits[0, -1, 1], logits[1, -1, 4] = 2.0, -1.0
+    metric = patching.logit_diff_metric(torch.tensor([[1, 0], [3, 4]]))
+    assert metric(logits).item() == pytest.approx((2.0 + 1.0) / 2)
+
+
+@torch.no_grad()
+def test_batched_head_patching_matches_loop_and_transformer_lens(setup):
+    from transformer_lens import patching as tl_patching
+
+    model, clean, corrupted, metric = setup
+    batched = patching.activation_patch_heads(model, clean, corrupted, metric, max_batch=8)  # forces 2 chunks
+    looped = patching.activation_patch_heads_loop(model, clean, corrupted, metric)
+    _, cache = model.run_with_cache(clean)
+    reference = tl_patching.get_act_patch_attn_head_out_all_pos(model, corrupted, cache, metric)
+    torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batched, reference, atol=1e-5, rtol=1e-4)
+    assert batched.shape == (2, 2)
+
+
+@torch.no_grad()
+def test_resid_and_per_position_patching(setup):
+    from transformer_lens import patching as tl_patching
+
+    model, clean, corrupted, metric = setup
+    resid = patching.activation_patch_resid(model, clean, corrupted, metric)
+    _, cache = model.run_with_cache(clean)
+    reference = tl_patching.get_act_patch_resid_pre(model, corrupted, cache, metric)
+    torch.testing.assert_close(resid, reference, atol=1e-5, rtol=1e-4)
+    # restoring the whole clean residual stream at layer 0 and the corrupted position restores the clean metric
+    assert resid[0, 2].item() == pytest.approx(metric(model(clean)).item(), abs=1e-5)
+    assert resid[0, 0].item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-5)  # nothing differs there
+    per_pos = patching.activation_patch_heads(model, clean, corrupted, metric, per_position=True)
+    assert per_pos.shape == (2, 2, 8)
+    # before the corrupted position, clean and corrupted head outputs are identical: no effect
+    assert torch.allclose(per_pos[:, :, :2], metric(model(corrupted)).expand(2, 2, 2), atol=1e-5)
+
+
+def test_attribution_patching_tracks_activation_patching(setup):
+    model, clean, corrupted, metric = setup
+    exact = patching.activation_patch_heads(model, clean, corrupted, metric)
+    approx = patching.attribution_patch_heads(model, clean, corrupted, metric)
+    assert approx.shape == exact.shape
+    assert patching.pearson(exact, approx) > 0.9
+    assert patching.attribution_patch_resid(model, clean, corrupted, metric).shape == (2, 8)
+
+
+def test_graph_shape():
+    graph = patching.ComputationalGraph(n_layers=2, n_heads=2, has_mlp=True)
+    assert graph.senders == ["embed", "a0.0", "a0.1", "m0", "a1.0", "a1.1", "m1"]
+    assert graph.receivers[:3] == ["a0.0.q", "a0.0.k", "a0.0.v"] and graph.receivers[-1] == "logits"
+    names = graph.edge_names
+    assert "a0.1->a1.0.k" in names and "m0->a1.1.v" in names and "a1.0->m1" in names and "m1->logits" in names
+    assert "a1.0->a1.1.q" not in names and "m0->m0" not in names and "a0.0->a0.1.q" not in names
+    # layer-0 heads: embed x 6 channels; m0: 3; layer-1 heads: 4 senders x 6; m1: 6; logits: 7
+    assert len(names) == 6 + 3 + 24 + 6 + 7
+    assert patching.edge_nodes("a0.1->a1.0.k") == ("a0.1", "a1.0")
+    with pytest.raises(KeyError, match="no edge"):
+        graph.edge_mask(["a1.0->a0.0.q"])
+
+
+@torch.no_grad()
+def test_edge_runs_interpolate_clean_and_corrupted(setup):
+    model, clean, corrupted, metric = setup
+    graph = patching.ComputationalGraph.from_model(model)
+    masks = torch.stack([torch.zeros(len(graph.edges)), torch.ones(len(graph.edges))])
+    none, everything = patching.run_with_corrupted_edges(model, clean, corrupted, metric, graph, masks)
+    assert none.item() == pytest.approx(metric(model(clean)).item(), abs=1e-4)
+    assert everything.item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-4)
+
+
+@torch.no_grad()
+def test_edge_patching_equals_hand_written_path_patch(setup):
+    """Corrupting the edge embed -> logits equals adding (corrupted - clean) embedding to the final residual."""
+    model, clean, corrupted, metric = setup
+    graph = patching.ComputationalGraph.from_model(model)
+    score = patching.edge_patching_scores(model, clean, corrupted, metric, graph, ["embed->logits", "a0.0->a1.1.q"])
+    _, c_cache = model.run_with_cache(clean)
+    _, x_cache = model.run_with_cache(corrupted)
+    shift = x_cache["blocks.0.hook_resid_pre"] - c_cache["blocks.0.hook_resid_pre"]
+    by_hand = model.run_with_hooks(clean, fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: x + shift)])
+    assert score[0].item() == pytest.approx((metric(by_hand) - metric(model(clean))).item(), abs=1e-4)
+    heads = patching.path_patch_heads(model, clean, corrupted, metric, receivers=[(1, 1)], channels=["q"])
+    assert heads.shape == (1, 1, 2, 2)
+    assert heads[0, 0, 0, 0].item() == pytest.approx(score[1].item(), abs=1e-6)
+    assert heads[0, 0, 1].isnan().all()  # no path from a head into another head of its own layer
+
+
+def test_edge_attribution_tracks_exact_edges_and_circuits(setup):
+    model, clean, corrupted, metric = setup
+    graph = patching.ComputationalGraph.from_model(model)
+    exact = patching.edge_patching_scores(model, clean, corrupted, metric, graph)
+    approx = patching.edge_attribution_scores(model, clean, corrupted, metric, graph)
+    assert approx.shape == exact.shape == (len(graph.edges),)
+    assert patching.pearson(exact, approx) > 0.5  # a random model is far from linear; see the derivative test
+    full = graph.top_edges(exact, len(graph.edges))
+    assert patching.circuit_faithfulness(model, clean, corrupted, metric, graph, full) == pytest.approx(1.0, abs=1e-4)
+    curve = patching.faithfulness_curve(model, clean, corrupted, metric, graph, exact, [0, len(graph.edges)])
+    expected_empty = (metric(model(corrupted)) / metric(model(clean))).item()
+    assert curve[0].item() == pytest.approx(expected_empty, abs=1e-3) and curve[1].item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_edge_attribution_is_the_directional_derivative(setup):
+    """EAP's score for embed -> a0.0.v equals d/d eps of the metric when that edge sees clean + eps (corrupted - clean)."""
+    model, clean, corrupted, metric = setup
+    graph = patching.ComputationalGraph.from_model(model)
+    approx = patching.edge_attribution_scores(model, clean, corrupted, metric, graph)[graph.edge_index("embed->a0.0.v")]
+    with torch.no_grad():
+        _, c_cache = model.run_with_cache(clean)
+        _, x_cache = model.run_with_cache(corrupted)
+        shift = 1e-2 * (x_cache["blocks.0.hook_resid_pre"] - c_cache["blocks.0.hook_resid_pre"])
+        shifted = {}
+        model.run_with_hooks(clean, fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x + shift),
+                                               ("blocks.0.attn.hook_v", lambda v, hook: shifted.update(v=v.clone()))])
+
+        def put(v, hook):
+            v = v.clone()
+            v[:, :, 0] = shifted["v"][:, :, 0]
+            return v
+
+        derivative = (metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.0.attn.hook_v", put)]))
+                      - metric(model(clean))) / 1e-2
+    assert approx.item() == pytest.approx(derivative.item(), rel=0.05)
+
+
+def test_attention_only_graph_has_no_mlp_nodes():
+    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+
+    cfg = TransformerBridgeConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, attn_only=True, d_vocab=20, n_ctx=8,
+                                  normalization_type="LN", seed=0, positional_embedding_type="standard")
+    model = TransformerBridge.boot_native(cfg)
+    graph = patching.ComputationalGraph.from_model(model)
+    assert not any(name.startswith("m") for name in graph.senders)
+    clean = torch.randint(0, 20, (2, 6), generator=torch.Generator().manual_seed(3))
+    corrupted = clean.flip(0)
+    metric = patching.logit_diff_metric(torch.tensor([[1, 2], [3, 4]]))
+    masks = torch.ones(1, len(graph.edges))
+    with torch.no_grad():
+        everything = patching.run_with_corrupted_edges(model, clean, corrupted, metric, graph, masks)
+        assert everything.item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-4)
