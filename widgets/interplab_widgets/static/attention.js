@@ -146,7 +146,7 @@ export default {
       attnDraw(big, d, h, vmaxFor(h), lut, 1024);
       bigLabel.textContent = `${thumbLabels[h]}  (rows: query, columns: key)`;
       legendSlot.replaceChildren(iplLegend(iplSeq, 0, vmaxFor(h), "", false));
-      paintStrips();
+      setHover(hovered); // readout and strips follow the newly selected head
     }
 
     function paintStrips() {
