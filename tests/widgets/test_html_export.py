@@ -69,3 +69,11 @@ def test_save_writes_the_document(tmp_path: Path) -> None:
     path = view.save(tmp_path / "heat.html")
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "PatchingHeatmap(2 layer x 2 position)" in text
+
+
+def test_export_inlines_the_widget_esm_verbatim(any_view: Any) -> None:
+    esm = str(any_view._esm)
+    assert len(re.findall(r"^export default", esm, re.M)) == 1
+    html = any_view.to_html()
+    inlined = json.loads(re.search(r"^const ESM = (.*);$", html, re.M).group(1))
+    assert inlined == esm

@@ -29,6 +29,13 @@ def test_attention_accepts_torch_tensor_that_requires_grad(causal_pattern: Calla
     np.testing.assert_allclose(view.pattern[0], pattern.detach().numpy(), atol=1e-3)
 
 
+def test_attention_accepts_bfloat16_tensor(causal_pattern: Callable[..., np.ndarray]) -> None:
+    torch = pytest.importorskip("torch")
+    pattern = torch.tensor(causal_pattern(1, 2, 5)[0]).to(torch.bfloat16)
+    view = AttentionView(TOKENS, pattern)
+    np.testing.assert_allclose(view.pattern[0], pattern.float().numpy(), atol=1e-3)
+
+
 def test_attention_causal_pattern_sends_lower_triangle_as_float16(causal_pattern: Callable[..., np.ndarray]) -> None:
     pattern = causal_pattern(2, 4, 5)
     view = AttentionView(TOKENS, pattern)
