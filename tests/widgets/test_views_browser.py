@@ -32,7 +32,10 @@ def test_attention_view_renders_heads_and_reacts(open_html: Callable, tokens: li
 
     # Hover token 3 as query: keys 0..3 get tinted, key 4 is causally masked.
     assert set(backgrounds(page, ".ipl-strip-out .ipl-token")) == {""}
+    assert page.is_hidden(".ipl-row-marker")
     page.hover(".ipl-strip-out .ipl-token >> nth=3")
+    assert page.is_visible(".ipl-row-marker")
+    assert page.eval_on_selector(".ipl-row-marker", "m => m.style.top") == "60%"  # row 3 of 5
     tinted = backgrounds(page, ".ipl-strip-out .ipl-token")
     assert all(bg.startswith("rgb(") for bg in tinted[:4]) and tinted[4] == "rgb(236, 236, 236)"
     assert "attends most to" in page.inner_text(".ipl-readout")

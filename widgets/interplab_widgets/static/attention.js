@@ -105,8 +105,12 @@ export default {
     const big = iplEl("canvas", "ipl-big");
     const bigLabel = iplEl("div", "ipl-big-label");
     const readout = iplEl("div", "ipl-readout ipl-muted", "Hover a token or a cell.");
+    const rowMarker = iplEl("div", "ipl-row-marker"); // outlines the hovered query's row
+    rowMarker.hidden = true;
+    const bigPlot = iplEl("div", "ipl-big-plot");
+    bigPlot.append(big, rowMarker);
     const bigWrap = iplEl("div", "ipl-big-wrap");
-    bigWrap.append(bigLabel, big, readout);
+    bigWrap.append(bigLabel, bigPlot, readout);
 
     const makeStrip = (cls, caption) => {
       const wrap = iplEl("div", `ipl-strip ${cls}`);
@@ -174,6 +178,9 @@ export default {
 
     function setHover(i) {
       hovered = i;
+      rowMarker.hidden = i < 0 || i >= d.Q;
+      rowMarker.style.top = `${(Math.max(i, 0) / d.Q) * 100}%`;
+      rowMarker.style.height = `${100 / d.Q}%`;
       if (i >= 0) {
         const h = model.get("selected_head");
         let best = 0;
