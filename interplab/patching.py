@@ -41,6 +41,11 @@ def logit_diff_metric(answers: Int[torch.Tensor, "batch 2"], position: int = -1)
     return metric
 
 
+def restored_fraction(values, clean_value, corrupted_value):
+    """Rescale patched metric values: 0 = as bad as the corrupted run, 1 = fully restored to the clean run."""
+    return (values - corrupted_value) / (clean_value - corrupted_value)
+
+
 def _metric_per_copy(logits: Float[torch.Tensor, "copies_batch seq vocab"], n_copies: int, metric: Metric
                      ) -> Float[torch.Tensor, " copies"]:
     per_copy = logits.view(n_copies, -1, *logits.shape[1:])
@@ -497,4 +502,4 @@ __all__ = ["CHANNELS", "Component", "ComputationalGraph", "Metric", "activation_
            "activation_patch_heads_loop", "activation_patch_resid", "attribution_patch_heads",
            "attribution_patch_resid", "circuit_faithfulness", "edge_attribution_scores", "edge_nodes",
            "edge_patching_scores", "faithfulness_curve", "logit_diff_metric", "patch_components", "path_patch_heads",
-           "pearson", "run_with_corrupted_edges"]
+           "pearson", "restored_fraction", "run_with_corrupted_edges"]

