@@ -264,11 +264,13 @@ def composition_baseline(d_model: int, d_head: int, samples: int = 200, seed: in
     """Mean composition score of two random rank-``d_head`` matrices: the "no composition" level."""
     generator = torch.Generator().manual_seed(seed)
 
-    def random_circuit() -> FactoredMatrix:
-        return FactoredMatrix(torch.randn(d_model, d_head, generator=generator),
-                              torch.randn(d_head, d_model, generator=generator))
+    def random_circuits() -> Float[torch.Tensor, "samples d_model d_model"]:
+        return (torch.randn(samples, d_model, d_head, generator=generator)
+                @ torch.randn(samples, d_head, d_model, generator=generator))
 
-    return sum(composition_score(random_circuit(), random_circuit()) for _ in range(samples)) / samples
+    left, right = random_circuits(), random_circuits()
+    norms = torch.linalg.matrix_norm(left @ right) / (torch.linalg.matrix_norm(left) * torch.linalg.matrix_norm(right))
+    return norms.mean().item()
 
 
 # ---------------------------------------------------------------------------

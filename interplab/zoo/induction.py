@@ -160,11 +160,20 @@ score (above) that reaches {limits['role_score']}.
 """
 
 
-def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
-    """Train from scratch; same seed, same steps, same thread count -> same weights."""
+def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True,
+          lr: float | None = None, batch_size: int | None = None):
+    """Train from scratch; same seed, same steps, same thread count -> same weights.
+
+    ``lr`` and ``batch_size`` override the shipped recipe (a notebook's quick run trades a little
+    polish for speed); leave them alone to reproduce the shipped model.
+    """
     from interplab.zoo.training import train_next_token
 
     hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
+    if lr is not None:
+        hyper["lr"] = lr
+    if batch_size is not None:
+        hyper["batch_size"] = batch_size
     torch.manual_seed(seed)
     model = build(seed)
     generator = torch.Generator().manual_seed(seed)
