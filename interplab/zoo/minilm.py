@@ -52,11 +52,15 @@ def load(device: str | None = None):
 
     path = str(model_path())
     verbosity = transformers.logging.get_verbosity()
+    bars_were_on = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the "newly initialized: cls.predictions" warning is expected
+    transformers.logging.disable_progress_bar()
     try:
         hf_model = BertForMaskedLM.from_pretrained(path, local_files_only=True)
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars_were_on:
+            transformers.logging.enable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     bridge = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer, device=device)
     bridge.eval()
