@@ -408,10 +408,10 @@ def edge_patching_scores(model, clean_tokens: Tokens, corrupted_tokens: Tokens, 
     """
     graph = graph or ComputationalGraph.from_model(model)
     index = [graph.edge_index(e) for e in edges] if edges is not None else list(range(len(graph.edges)))
-    masks = torch.zeros(len(index), len(graph.edges))
-    masks[torch.arange(len(index)), torch.tensor(index)] = 1.0
-    base = run_with_corrupted_edges(model, clean_tokens, corrupted_tokens, metric, graph, masks[:1] * 0)
-    return run_with_corrupted_edges(model, clean_tokens, corrupted_tokens, metric, graph, masks, max_batch) - base
+    masks = torch.zeros(len(index) + 1, len(graph.edges))  # row 0: nothing corrupted, the baseline
+    masks[torch.arange(1, len(index) + 1), torch.tensor(index, dtype=torch.long)] = 1.0
+    values = run_with_corrupted_edges(model, clean_tokens, corrupted_tokens, metric, graph, masks, max_batch)
+    return values[1:] - values[0]
 
 
 def path_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
