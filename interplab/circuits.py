@@ -201,7 +201,7 @@ def full_ov_circuit(model, layer: int, head: int) -> FactoredMatrix:
 
 
 def copying_accuracy(circuit: FactoredMatrix | Float[torch.Tensor, "src dst"],
-                     token_ids: Int[torch.Tensor, " n"] | None = None, chunk: int = 1024) -> float:
+                     token_ids: Int[torch.Tensor, " n"] | None = None, chunk: int = 256) -> float:
     """Fraction of source tokens ``s`` whose largest entry in row ``s`` is column ``s`` (the token itself).
 
     ``token_ids`` restricts the rows and columns (e.g. to real words, not special tokens); rows are
@@ -227,6 +227,9 @@ def positional_attention_pattern(model, layer: int, head: int) -> Float[torch.Te
     ``ln1``; scores are ``x QK x^T / sqrt(d_head)`` with ``QK = W_Q W_K^T`` (query and key biases
     left out), causally masked, softmaxed. Meaningful for layer 0, which reads only the embeddings.
     """
+    if model.cfg.positional_embedding_type != "standard":
+        raise ValueError(f"positional_attention_pattern needs learned absolute positions (W_pos); this model uses "
+                         f"{model.cfg.positional_embedding_type!r} positions")
     x = model.W_pos + model.W_E.mean(0)
     ln1 = getattr(model.blocks[layer], "ln1", None)
     if ln1 is not None and model.cfg.normalization_type is not None:
