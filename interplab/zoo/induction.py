@@ -26,8 +26,7 @@ GROUND_TRUTH_THRESHOLDS = {
     "role_score": 0.6,  # a circuit head's role: the head score (previous-token, duplicate, induction) it reaches
     "necessary_loss_increase": 1.0,  # a head whose ablation alone costs >= 1 nat is "necessary"
 }
-ROLES = {"previous_token_heads": "previous_token_scores", "duplicate_token_heads": "duplicate_token_scores",
-         "induction_heads": "induction_scores"}
+ROLES = ("previous_token_heads", "duplicate_token_heads", "induction_heads")
 
 
 def model_config(seed: int):
@@ -89,8 +88,9 @@ def ground_truth(model) -> dict[str, Any]:
 
     logits, cache = model.run_with_cache(probe)
     clean = circuits.repeated_half_loss(logits, probe, EVAL_HALF_LEN)
-    scores = {role: getattr(circuits, fn)(cache) if role == "previous_token_heads"
-              else getattr(circuits, fn)(cache, EVAL_HALF_LEN) for role, fn in ROLES.items()}
+    scores = {"previous_token_heads": circuits.previous_token_scores(cache),
+              "duplicate_token_heads": circuits.duplicate_token_scores(cache, EVAL_HALF_LEN),
+              "induction_heads": circuits.induction_scores(cache, EVAL_HALF_LEN)}
     single = [[loss([(layer, head)]) for head in range(n_heads)] for layer in range(n_layers)]
     layer_loss, alone, recovery = [], [], []
     for layer in range(n_layers):
