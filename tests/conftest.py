@@ -8,7 +8,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(2)
+# One thread: the zoo models are tiny, and a second thread spin-waits badly on a busy machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
