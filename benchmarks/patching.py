@@ -10,6 +10,9 @@ Printed side by side (median of ``--reps`` runs each, same model, same prompts, 
     Pearson r of the two [layer, head] maps; the same at [layer, head, position] and for edges
     (edge attribution patching vs exact edge patching).
 Targets from the issue: batched >= 5x the naive loop; attribution vs activation r >= 0.9 at head level.
+The head-level timing is repeated for each prompt count in ``--sweep``: batching removes per-call
+overhead, which dominates with few prompts; with many prompts a model this small is compute-bound and
+the batched run does the same arithmetic as the loop.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import torch
 
 
 def timed(fn, reps: int):
+    """Median wall time of ``reps`` calls after one warm-up call (first calls pay one-off setup)."""
+    fn()
     times, out = [], None
     for _ in range(reps):
         start = time.perf_counter()
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--edge-prompts", type=int, default=16, help="prompts for the exact edge patching comparison")
+    parser.add_argument("--sweep", default="1,4,16", help="extra prompt counts for the head-level timing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -70,6 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  maps identical across the three: {same}; batched speed-up over the naive loop: "
           f"{t_loop / t_batched:.1f}x (target >= 5x), over transformer_lens: {t_tl / t_batched:.1f}x")
 
+    print(f"\n  by prompt count: {'prompts':>7s} {'batched s':>9s} {'TL s':>7s} {'loop s':>7s} {'loop/batched':>12s}")
+    for n in [int(v) for v in args.sweep.split(",") if v] + [args.prompts]:
+        small = ioi.sample(n, seed=1, held_out=True)
+        sc, sx = small.tokens, ioi.corrupt(small, "abc", seed=1).tokens
+        small_metric = patching.logit_diff_metric(small.answers, position=ioi.POS_END)
+        with torch.no_grad():
+            _, small_cache = model.run_with_cache(sc)
+        tb, _ = timed(lambda: patching.activation_patch_heads(model, sc, sx, small_metric), args.reps)
+        tt, _ = timed(lambda: tl_patching.get_act_patch_attn_head_out_all_pos(model, sx, small_cache, small_metric),
+                      args.reps)
+        tl_, _ = timed(lambda: patching.activation_patch_heads_loop(model, sc, sx, small_metric), args.reps)
+        print(f"  {'':16s} {n:7d} {tb:9.3f} {tt:7.3f} {tl_:7.3f} {tl_ / tb:11.1f}x")
+
     t_attr, attr = timed(lambda: patching.attribution_patch_heads(model, c, x, metric), args.reps)
     t_pos, per_pos = timed(lambda: patching.activation_patch_heads(model, c, x, metric, per_position=True), args.reps)
     t_attr_pos, attr_pos = timed(lambda: patching.attribution_patch_heads(model, c, x, metric, per_position=True),
@@ -84,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ec, ex = c[:args.edge_prompts], x[:args.edge_prompts]
     edge_metric = patching.logit_diff_metric(clean.answers[:args.edge_prompts], position=ioi.POS_END)
     graph = patching.ComputationalGraph.from_model(model)
-    t_exact, exact = timed(lambda: patching.edge_patching_scores(model, ec, ex, edge_metric, graph), 1)
+    t_exact, exact = timed(lambda: patching.edge_patching_scores(model, ec, ex, edge_metric, graph), 1)  # 2 runs
     t_eap, eap = timed(lambda: patching.edge_attribution_scores(model, ec, ex, edge_metric, graph), args.reps)
     print(f"  {f'edges ({len(graph.edges)}, {args.edge_prompts} prompts)':28s} {t_exact:12.3f} {t_eap:13.3f} "
           f"{t_exact / t_eap:9.1f}x {patching.pearson(exact, eap):9.3f}")

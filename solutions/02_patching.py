@@ -486,10 +486,11 @@ print(f"worst residual-stream estimate: layer {layer}, {position_labels[pos]}: a
 # %% [markdown]
 # **Where it breaks.** Attribution patching is exact for a change that enters the metric linearly, and drifts
 # as the path from the patched activation to the logits becomes nonlinear: a large change (swapping a whole
-# name embedding), a saturated attention softmax, an MLP, LayerNorm. Heads' outputs at END feed the logits
-# almost linearly, hence the close fit; the residual stream at the name positions feeds attention and MLPs,
-# hence the misses printed above. Use the gradient estimate to rank and shortlist, then confirm the shortlist
-# with real patching.
+# name embedding), a saturated attention softmax, an MLP, LayerNorm. A head's output at END feeds the logits
+# almost linearly, hence the tight fit for heads. The residual stream at S2 feeds the first MLP, whose
+# nonlinearity shows as the worst miss printed above. The failure is much larger for single *edges*
+# into MLPs and attention inputs (section 5). Use the gradient estimate to rank and shortlist, then confirm
+# the shortlist with real patching.
 #
 # ## 5. Circuit discovery: edge attribution patching
 #
