@@ -25,19 +25,6 @@
 #
 # Everything here runs offline on a laptop CPU in well under a minute.
 
-# %%
-# Setup: on Colab this installs the course (pinned to the version this notebook was written for);
-# locally it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    REPO = "https://github.com/interplab/interplab"
-    for subdirectory in ("widgets", ""):
-        target = f"git+{REPO}@v0.1.0" + (f"#subdirectory={subdirectory}" if subdirectory else "")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", target], check=True)
-
 # %% tags=["parameters"]
 # The model this notebook studies. Any shipped zoo model name, or on a machine that reaches the
 # Hugging Face hub a real one such as "gpt2-small" (the token examples below assume the zoo's words).

@@ -36,19 +36,6 @@
 #
 # Everything runs offline on a laptop CPU in a couple of minutes.
 
-# %%
-# Setup: on Colab this installs the course (pinned to the version this notebook was written for);
-# locally it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    REPO = "https://github.com/interplab/interplab"
-    for subdirectory in ("widgets", ""):
-        target = f"git+{REPO}@v0.1.0" + (f"#subdirectory={subdirectory}" if subdirectory else "")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", target], check=True)
-
 # %% tags=["parameters"]
 # The model this notebook studies: the shipped toy model by default. On a machine that reaches the
 # Hugging Face hub, "gpt2-small" runs the same cells (the ground-truth check applies to the toy only).

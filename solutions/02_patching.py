@@ -32,19 +32,6 @@
 # gradient approximation, and where it breaks); circuit discovery with edge attribution patching and
 # faithfulness; finally, reading the circuit's heads. Everything runs offline on a laptop CPU.
 
-# %%
-# Setup: on Colab this installs the course (pinned to the version this notebook was written for);
-# locally it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    REPO = "https://github.com/interplab/interplab"
-    for subdirectory in ("widgets", ""):
-        target = f"git+{REPO}@v0.1.0" + (f"#subdirectory={subdirectory}" if subdirectory else "")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", target], check=True)
-
 # %% tags=["parameters"]
 # The model this notebook studies: the shipped IOI model. The prompts below use the IOI world's words,
 # so a real model (e.g. "gpt2-small" on Colab) needs prompts in its own vocabulary; section 7 shows the

@@ -61,9 +61,12 @@ def test_build_writes_clean_deterministic_notebooks(tmp_path):
         for cell in notebook.cells:
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None
-    assert solution.cells[1].metadata["tags"] == ["parameters"]
-    assert "x * 2" in solution.cells[2].source and "SOLUTION" not in solution.cells[2].source
-    assert "NotImplementedError" in exercise.cells[2].source and "x * 2" not in exercise.cells[2].source
+    setup = solution.cells[1]
+    assert setup.metadata["tags"] == ["colab-setup"], "the build puts the Colab setup cell first among code cells"
+    assert "google.colab" in setup.source and "@v0.1.0" in setup.source
+    assert solution.cells[2].metadata["tags"] == ["parameters"]
+    assert "x * 2" in solution.cells[3].source and "SOLUTION" not in solution.cells[3].source
+    assert "NotImplementedError" in exercise.cells[3].source and "x * 2" not in exercise.cells[3].source
     assert build(root, check=True) == [], "a second build of the same source changes nothing"
 
 
@@ -77,6 +80,24 @@ def test_check_detects_drift_and_outputs(tmp_path):
     assert build(root, check=True) == [path]
     (root / "notebooks" / "99_orphan.ipynb").write_text("{}")
     assert root / "notebooks" / "99_orphan.ipynb" in build(root, check=True)
+
+
+def test_setup_cell_runs_nothing_locally():
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from interplab.course import setup_cell_source
+
+    python = TransformerManager().transform_cell(setup_cell_source())
+    namespace = {"get_ipython": lambda: pytest.fail("the setup cell ran pip outside Colab")}
+    exec(compile(python, "setup", "exec"), namespace)
+
+
+def test_source_with_its_own_setup_cell_is_refused(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "solutions" / "01_dup.py").write_text(
+        MINI_CHAPTER + '\n# %%\nimport sys\nif "google.colab" in sys.modules:\n    pass\n')
+    with pytest.raises(CourseBuildError, match="setup cell"):
+        build(tmp_path)
 
 
 def test_chapter_without_exercises_is_refused(tmp_path):

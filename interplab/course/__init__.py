@@ -17,6 +17,26 @@ BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION\b:?\s*(?P<hint>.*)$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 DEFAULT_STUB_HINT = "write your solution here, then run the check cell below"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+REPOSITORY = "https://github.com/interplab/interplab"
+SETUP_TAG = "colab-setup"
+
+
+def setup_cell_source() -> str:
+    """The first code cell of every notebook: installs the course on Colab, does nothing locally.
+
+    It pins the release the notebook was built from, so an old notebook never runs
+    against newer library code. Written here once rather than in every chapter source.
+    """
+    from interplab import __version__
+
+    ref = f"{REPOSITORY}@v{__version__}"
+    return (
+        f"# Setup: on Colab this installs the course (interplab {__version__}, the release this notebook\n"
+        "# belongs to); locally, where the course is installed, it does nothing.\n"
+        "import sys\n\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    %pip install -q "interplab-widgets @ git+{ref}#subdirectory=widgets" "interplab @ git+{ref}"'
+    )
 
 
 class CourseBuildError(ValueError):
@@ -88,7 +108,13 @@ def render(chapter: Chapter) -> tuple[str, str]:
     import nbformat
 
     text = chapter.source.read_text()
+    if "google.colab" in text:
+        raise CourseBuildError(f"{chapter.source.name}: the build adds the Colab setup cell to every notebook; "
+                               "remove the chapter's own")
     solution = jupytext.reads(text, fmt="py:percent")
+    first_code = next((i for i, cell in enumerate(solution.cells) if cell.cell_type == "code"), len(solution.cells))
+    setup = nbformat.v4.new_code_cell(setup_cell_source(), metadata={"tags": [SETUP_TAG]})
+    solution.cells.insert(first_code, setup)
     _normalise(solution)
     exercise = nbformat.from_dict(nbformat.reads(nbformat.writes(solution), as_version=4))
     total = 0
