@@ -283,6 +283,10 @@ PatchingHeatmap(per_position_scores.flatten(0, 1), row_labels=head_labels, col_l
 # little each. Small individual effects can still matter together (redundancy): activation patching
 # measures what one component is *sufficient* for, given everything else is corrupted.
 #
+# On speed: batching saves the fixed cost of each forward pass, so it pays most with few prompts and many
+# components. With many prompts, a model this small is compute-bound and the batched run does the same
+# arithmetic as the loop; `benchmarks/patching.py` prints both regimes.
+#
 # ## 3. Path patching: who talks to whom
 #
 # A head's output reaches the logits directly and also through every later component. **Path patching**
