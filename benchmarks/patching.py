@@ -60,13 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model}: {cfg.n_layers} layers x {cfg.n_heads} heads; {args.prompts} IOI prompts of "
           f"{c.shape[1]} tokens, 'abc' corruption; torch threads {args.threads}; median of {args.reps}")
 
-    with torch.no_grad():
-        _, clean_cache = model.run_with_cache(c)
-    t_batched, batched = timed(lambda: patching.activation_patch_heads(model, c, x, metric), args.reps)
-    t_tl, tl_map = timed(lambda: tl_patching.get_act_patch_attn_head_out_all_pos(model, x, clean_cache, metric),
-                         args.reps)
-    t_loop, loop_map = timed(lambda: patching.activation_patch_heads_loop(model, c, x, metric), args.reps)
-    same = torch.allclose(batched, loop_map, atol=1e-4) and torch.allclose(batched, tl_map, atol=1e-4)
+    def head_patching(n: int):
+        """Times and maps of the three head-level patching methods on ``n`` held-out prompts."""
+        prompts = ioi.sample(n, seed=1, held_out=True)
+        pc, px = prompts.tokens, ioi.corrupt(prompts, "abc", seed=1).tokens
+        prompt_metric = patching.logit_diff_metric(prompts.answers, position=ioi.POS_END)
+        with torch.no_grad():
+            _, prompt_cache = model.run_with_cache(pc)
+        runs = {
+            "batched": timed(lambda: patching.activation_patch_heads(model, pc, px, prompt_metric), args.reps),
+            "tl": timed(lambda: tl_patching.get_act_patch_attn_head_out_all_pos(model, px, prompt_cache,
+                                                                                prompt_metric), args.reps),
+            "loop": timed(lambda: patching.activation_patch_heads_loop(model, pc, px, prompt_metric), args.reps),
+        }
+        return {name: seconds for name, (seconds, _) in runs.items()}, {name: out for name, (_, out) in runs.items()}
+
+    times, maps = head_patching(args.prompts)
+    t_batched, t_tl, t_loop = times["batched"], times["tl"], times["loop"]
+    batched = maps["batched"]
+    same = torch.allclose(batched, maps["loop"], atol=1e-4) and torch.allclose(batched, maps["tl"], atol=1e-4)
     print("\nhead-level activation patching ([layer, head], every position)")
     print(f"  {'method':44s} {'seconds':>8s} {'naive loop / this':>18s}")
     for name, seconds in (("interplab batched (activation_patch_heads)", t_batched),
@@ -77,17 +89,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{t_loop / t_batched:.1f}x (target >= 5x), over transformer_lens: {t_tl / t_batched:.1f}x")
 
     print(f"\n  by prompt count: {'prompts':>7s} {'batched s':>9s} {'TL s':>7s} {'loop s':>7s} {'loop/batched':>12s}")
-    for n in [int(v) for v in args.sweep.split(",") if v] + [args.prompts]:
-        small = ioi.sample(n, seed=1, held_out=True)
-        sc, sx = small.tokens, ioi.corrupt(small, "abc", seed=1).tokens
-        small_metric = patching.logit_diff_metric(small.answers, position=ioi.POS_END)
-        with torch.no_grad():
-            _, small_cache = model.run_with_cache(sc)
-        tb, _ = timed(lambda: patching.activation_patch_heads(model, sc, sx, small_metric), args.reps)
-        tt, _ = timed(lambda: tl_patching.get_act_patch_attn_head_out_all_pos(model, sx, small_cache, small_metric),
-                      args.reps)
-        tl_, _ = timed(lambda: patching.activation_patch_heads_loop(model, sc, sx, small_metric), args.reps)
+    for n in [int(v) for v in args.sweep.split(",") if v]:
+        sweep_times, _ = head_patching(n)
+        tb, tt, tl_ = sweep_times["batched"], sweep_times["tl"], sweep_times["loop"]
         print(f"  {'':16s} {n:7d} {tb:9.3f} {tt:7.3f} {tl_:7.3f} {tl_ / tb:11.1f}x")
+    print(f"  {'':16s} {args.prompts:7d} {t_batched:9.3f} {t_tl:7.3f} {t_loop:7.3f} {t_loop / t_batched:11.1f}x")
 
     t_attr, attr = timed(lambda: patching.attribution_patch_heads(model, c, x, metric), args.reps)
     t_pos, per_pos = timed(lambda: patching.activation_patch_heads(model, c, x, metric, per_position=True), args.reps)
