@@ -19,7 +19,11 @@ def _patterns(cache: ActivationCache, n_layers: int) -> Float[torch.Tensor, "lay
 
 
 def _n_layers(cache: ActivationCache) -> int:
-    return sum(1 for name in cache.keys() if name.endswith("attn.hook_pattern"))
+    n_layers = sum(1 for name in cache.keys() if name.endswith("attn.hook_pattern"))
+    if n_layers == 0:
+        raise ValueError("the cache holds no attention patterns (blocks.{l}.attn.hook_pattern); run "
+                         "model.run_with_cache(tokens) without a names_filter, or one that keeps hook_pattern")
+    return n_layers
 
 
 def diagonal_attention_score(cache: ActivationCache, offset: int, first_query: int = 0) -> Float[torch.Tensor, "layer head"]:

@@ -199,3 +199,10 @@ def test_card_cli_rewrites_the_card_not_the_weights(tmp_path, monkeypatch):
     assert rewritten["metrics"]["repeat_accuracy"] == pytest.approx(0.9952, abs=1e-3)
     assert rewritten["ground_truth"]["circuit"]["previous_token_heads"] == [[0, 2]]
     assert "Ground truth" in (copy / "MODEL_CARD.md").read_text()
+
+
+def test_head_scores_say_when_the_cache_has_no_patterns(induction_model):
+    _, cache = induction_model.run_with_cache(torch.tensor([[0, 5, 6, 7]]),
+                                              names_filter=lambda name: name.endswith("hook_resid_post"))
+    with pytest.raises(ValueError, match="no attention patterns"):
+        circuits.previous_token_scores(cache)
