@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("notebooks are up to date with solutions/*.py")
         return 0
-    orphans = [path for path in changed if not path.with_suffix(".py").exists()
-               and not (root / "solutions" / f"{path.stem}.py").exists()]
+    orphans = [path for path in changed if not (root / "solutions" / f"{path.stem}.py").exists()]
     for path in changed:
         if path in orphans:
             print(f"no source generates {path.relative_to(root)}: delete it or add solutions/{path.stem}.py",
