@@ -1,8 +1,9 @@
-"""End to end: a real JupyterLab runs a notebook that displays an AttentionView.
+"""End to end: a real JupyterLab, and Notebook 7, run a notebook that displays an AttentionView.
 
 This is the only test that exercises the live widget path (kernel comm, binary
 buffers, anywidget's front end loading our ESM), which the exported-HTML tests
-replace with a mock model.
+replace with a mock model. Notebook 7 is built from JupyterLab's parts but is its
+own application with its own URL scheme and shell, so it gets its own run.
 """
 
 from __future__ import annotations
@@ -38,11 +39,28 @@ view
 """
 
 
+@dataclass(frozen=True)
+class Frontend:
+    """How to start one Jupyter front end and where it opens a notebook."""
+
+    name: str
+    module: str  # python -m <module>
+    app: str  # the traitlets class holding its options
+    notebook_url: str
+
+
+FRONTENDS = [
+    Frontend("jupyterlab", "jupyterlab", "LabApp", "/lab/tree/demo.ipynb"),
+    Frontend("notebook7", "notebook", "JupyterNotebookApp", "/notebooks/demo.ipynb"),
+]
+
+
 @dataclass
 class LabServer:
     url: str
     token: str
     root: Path
+    frontend: Frontend
 
 
 def _free_port() -> int:
@@ -60,13 +78,14 @@ def _write_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-@pytest.fixture
-def lab_server(tmp_path: Path) -> Iterator[LabServer]:
-    """`jupyter lab` on 127.0.0.1, a free port, a token and a temp root; always stopped."""
+@pytest.fixture(params=FRONTENDS, ids=[f.name for f in FRONTENDS])
+def lab_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabServer]:
+    """`jupyter lab` (or `jupyter notebook`) on 127.0.0.1, a free port, a token and a temp root; always stopped."""
+    frontend: Frontend = request.param
     try:
-        import jupyterlab  # noqa: F401
+        __import__(frontend.module)
     except ImportError:
-        reason = "jupyterlab is not installed; pip install -e './widgets[test]'"
+        reason = f"{frontend.module} is not installed; pip install -e './widgets[test]'"
         if os.environ.get("CI"):
             pytest.fail(f"{reason} (CI is set)", pytrace=False)
         pytest.skip(reason)
@@ -84,17 +103,17 @@ def lab_server(tmp_path: Path) -> Iterator[LabServer]:
         "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
     }
     cmd = [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable, "-m", frontend.module,
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",  # no PyPI queries from the test
+        f"--{frontend.app}.expose_app_in_browser=True",
     ]
+    if frontend.name == "jupyterlab":  # no PyPI queries from the test
+        cmd += ["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         cmd.append("--allow-root")
     log_path = tmp_path / "lab.log"
@@ -105,15 +124,15 @@ def lab_server(tmp_path: Path) -> Iterator[LabServer]:
             deadline = time.monotonic() + SERVER_START_S
             while True:
                 if proc.poll() is not None:
-                    pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                    pytest.fail(f"{frontend.name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
                 try:
                     with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
                         break
                 except (urllib.error.URLError, OSError):
                     if time.monotonic() > deadline:
-                        pytest.fail(f"jupyter lab did not answer in {SERVER_START_S} s:\n{log_path.read_text()[-3000:]}")
+                        pytest.fail(f"{frontend.name} did not answer in {SERVER_START_S} s:\n{log_path.read_text()[-3000:]}")
                     time.sleep(0.5)
-            yield LabServer(url, token, root)
+            yield LabServer(url, token, root, frontend)
         finally:
             proc.terminate()
             try:
@@ -130,7 +149,7 @@ def test_attention_view_renders_in_jupyterlab(browser: Any, lab_server: LabServe
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        page.goto(f"{lab_server.url}/lab/tree/demo.ipynb?token={lab_server.token}")
+        page.goto(f"{lab_server.url}{lab_server.frontend.notebook_url}?token={lab_server.token}")
         # Wait for the notebook panel and its kernel, then run the cell through Lab's command.
         page.wait_for_function(
             "() => { const w = window.jupyterapp?.shell?.currentWidget;"
