@@ -1,7 +1,6 @@
 """Recipe for ``attn2-induction``: a 2-layer attention-only model on the induction world."""
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import torch
@@ -167,32 +166,24 @@ def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = T
     ``lr`` and ``batch_size`` override the shipped recipe (a notebook's quick run trades a little
     polish for speed); leave them alone to reproduce the shipped model.
     """
-    from interplab.zoo.training import train_next_token
+    from interplab.zoo.training import provenance, train_from_scratch
 
     hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
     if lr is not None:
         hyper["lr"] = lr
     if batch_size is not None:
         hyper["batch_size"] = batch_size
-    torch.manual_seed(seed)
-    model = build(seed)
-    generator = torch.Generator().manual_seed(seed)
 
-    def next_batch():
-        batch = induction.sample_batch(hyper["batch_size"], generator=generator)
-        return batch.tokens, None
+    def sample(size: int, generator: torch.Generator):
+        return induction.sample_batch(size, generator=generator).tokens, None
 
-    result = train_next_token(model, next_batch, steps=hyper["steps"], lr=hyper["lr"],
-                              weight_decay=hyper["weight_decay"], warmup_steps=hyper["warmup_steps"],
-                              progress=progress, desc=f"{NAME} seed {seed}")
-    metrics = evaluate(model)
+    model, result = train_from_scratch(build, sample, hyper, seed, progress, desc=f"{NAME} seed {seed}")
     card = {
         "name": NAME, "description": DESCRIPTION, "world": "interplab.worlds.induction", "seed": seed,
-        "training": hyper, "final_loss": round(result.final_loss, 4), "metrics": metrics,
+        "training": hyper, "metrics": evaluate(model),
         "thresholds": {"max_induction_score": INDUCTION_THRESHOLD, "repeat_accuracy": ACCURACY_THRESHOLD,
                        "max_previous_token_score": PREVIOUS_TOKEN_THRESHOLD},
-        "train_seconds": round(result.seconds, 1), "torch_threads": torch.get_num_threads(),
-        "trained_with": f"torch {torch.__version__}, {platform.machine()}",
+        **provenance(result),
     }
     return model, card
 

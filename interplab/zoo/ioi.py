@@ -6,7 +6,6 @@ learner can check a circuit found with a cheaper method against it.
 """
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import torch
@@ -66,25 +65,19 @@ def evaluate(model) -> dict[str, Any]:
 
 def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
     """Train from scratch with full next-token loss; same seed, steps and threads -> same weights."""
-    from interplab.zoo.training import train_next_token
+    from interplab.zoo.training import provenance, train_from_scratch
 
     hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
-    torch.manual_seed(seed)
-    model = build(seed)
-    generator = torch.Generator().manual_seed(seed)
 
-    def next_batch():
-        return ioi.sample(hyper["batch_size"], generator=generator).with_answer(), None
+    def sample(size: int, generator: torch.Generator):
+        return ioi.sample(size, generator=generator).with_answer(), None
 
-    result = train_next_token(model, next_batch, steps=hyper["steps"], lr=hyper["lr"],
-                              weight_decay=hyper["weight_decay"], warmup_steps=hyper["warmup_steps"],
-                              progress=progress, desc=f"{NAME} seed {seed}")
+    model, result = train_from_scratch(build, sample, hyper, seed, progress, desc=f"{NAME} seed {seed}")
     card = {
         "name": NAME, "description": DESCRIPTION, "world": "interplab.worlds.ioi", "seed": seed,
-        "training": hyper, "final_loss": round(result.final_loss, 4), "metrics": evaluate(model),
+        "training": hyper, "metrics": evaluate(model),
         "thresholds": {"held_out_accuracy": ACCURACY_THRESHOLD},
-        "train_seconds": round(result.seconds, 1), "torch_threads": torch.get_num_threads(),
-        "trained_with": f"torch {torch.__version__}, {platform.machine()}",
+        **provenance(result),
     }
     return model, card
 

@@ -5,9 +5,10 @@ tenfold, the step count does not.
 """
 from __future__ import annotations
 
+import platform
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -59,3 +60,35 @@ def train_next_token(
             bar.set_postfix(loss=f"{loss_value:.3f}")
     model.eval()
     return TrainResult(steps=steps, final_loss=loss_value, seconds=time.perf_counter() - start)
+
+
+def train_from_scratch(
+    build: Callable[[int], torch.nn.Module],
+    sample: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]],
+    hyper: dict[str, Any],
+    seed: int,
+    progress: bool,
+    desc: str,
+) -> tuple[torch.nn.Module, TrainResult]:
+    """A zoo recipe's whole training run: seed, build, stream seeded batches, train.
+
+    ``sample(batch_size, generator)`` returns ``(tokens, loss_mask or None)``. Same seed,
+    ``hyper`` and thread count -> same weights.
+    """
+    torch.manual_seed(seed)
+    model = build(seed)
+    generator = torch.Generator().manual_seed(seed)
+    result = train_next_token(model, lambda: sample(hyper["batch_size"], generator), steps=hyper["steps"],
+                              lr=hyper["lr"], weight_decay=hyper["weight_decay"],
+                              warmup_steps=hyper["warmup_steps"], progress=progress, desc=desc)
+    return model, result
+
+
+def provenance(result: TrainResult) -> dict[str, Any]:
+    """The card fields that say how a checkpoint was made (every recipe's card carries them)."""
+    return {
+        "final_loss": round(result.final_loss, 4),
+        "train_seconds": round(result.seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "trained_with": f"torch {torch.__version__}, {platform.machine()}",
+    }
