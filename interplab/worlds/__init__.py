@@ -6,4 +6,4 @@ probes a chapter uses, with labels that say what a correct circuit must do.
 from interplab.worlds import induction
 from interplab.worlds import ioi
 
-__all__ = ["induction"]
+__all__ = ["induction", "ioi"]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from interplab_widgets import AttentionView, PatchingHeatmap, TokenView
 

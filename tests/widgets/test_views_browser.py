@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from interplab_widgets import AttentionView, FeatureDashboard, LogitLensView, PatchingHeatmap, TokenView
-from interplab_widgets._arrays import from_wire
 
 pytestmark = pytest.mark.browser
 
