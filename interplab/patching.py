@@ -4,10 +4,12 @@ Every function takes any TransformerLens 4.x model (a zoo model or GPT-2 through
 ``TransformerBridge``) and a ``metric``: a function from logits ``[batch, seq, vocab]``
 to a scalar (for example the mean logit difference). It uses hook names and ``W_O`` only.
 
-Why batched: patching one component per forward pass wastes the CPU on tiny
-matrices. Here the prompts are repeated once per component and every copy patches
-its own component, all in one forward pass (split in chunks of at most
-``max_batch`` sequences), which is several times faster than a per-component loop.
+Why it is fast: patching one component per forward pass wastes the CPU on tiny
+matrices and computes logits nobody reads. Here the prompts are repeated once per
+component and every copy patches its own component, all in one forward pass (split in
+chunks of at most ``max_batch`` sequences) that also holds the clean prompts the copies
+take their clean values from; the pass finishes only the positions the metric reads
+(``patch_and_measure``).
 
 Conventions:
 - *activation patching* denoises: run the corrupted prompts, restore one component's
@@ -21,6 +23,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -38,6 +41,7 @@ def logit_diff_metric(answers: Int[torch.Tensor, "batch 2"], position: int = -1)
         picked = logits[:, position].gather(-1, answers.to(logits.device))
         return (picked[:, 0] - picked[:, 1]).mean()
 
+    metric.positions = (position,)  # what it reads: patching computes only these positions' logits
     return metric
 
 
@@ -46,54 +50,204 @@ def restored_fraction(values, clean_value, corrupted_value):
     return (values - corrupted_value) / (clean_value - corrupted_value)
 
 
-def _metric_per_copy(logits: Float[torch.Tensor, "copies_batch seq vocab"], n_copies: int, metric: Metric
-                     ) -> Float[torch.Tensor, " copies"]:
-    per_copy = logits.view(n_copies, -1, *logits.shape[1:])
-    return torch.stack([metric(per_copy[i]) for i in range(n_copies)])
-
-
 # ---------------------------------------------------------------- activation patching (nodes)
 
-@dataclass(frozen=True)
-class Component:
-    """One patchable piece of one activation: ``hook_name`` and an index after the batch axis."""
+def declared_positions(metric: Metric, seq: int) -> list[int] | None:
+    """The sequence positions whose logits ``metric`` reads (its ``positions`` attribute), or None if unknown."""
+    positions = getattr(metric, "positions", None)
+    if positions is None:
+        return None
+    return sorted({int(p) % seq for p in positions})
 
-    hook_name: str
-    index: tuple = ()
+
+ONE_PASS_MAX_TOKENS = 1024
+"""Below this many tokens in one pass, a pass is overhead-bound: the finishing step's extra call costs more
+than the positions it skips (ioi-2l on one CPU thread: equal at about 1200; ``benchmarks/patching.py``)."""
+
+
+class _StopForward(Exception):
+    """Raised from a hook once a run has captured everything the metric can see."""
+
+
+_SHORTCUT_WORKS: dict[str, bool] = {}  # by architecture: the shortcut depends on the block's wiring, not its weights
+
+
+def _finish_last_block(model, resid_pre: Float[torch.Tensor, "n read d_model"],
+                       z: Float[torch.Tensor, "n read head d_head"]) -> Float[torch.Tensor, "n read vocab"]:
+    """Logits at a few positions, from the last block's input and its attention ``z`` there.
+
+    After ``z`` every operation (``W_O``, MLP, final norm, unembedding) is position-wise, so the
+    last block can run on these positions alone; the attention it computes there is overwritten.
+    """
+    last = model.cfg.n_layers - 1
+    return model.run_with_hooks(resid_pre, start_at_layer=last,
+                                fwd_hooks=[(f"blocks.{last}.attn.hook_z", lambda act, hook: z)])
+
+
+def _run_and_capture_last_block(model, tokens: Tokens, hooks: list, positions: Sequence[int]
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``tokens`` with ``hooks`` up to the last block's ``z``; return its input and ``z`` at ``positions``."""
+    last, captured = model.cfg.n_layers - 1, {}
+
+    def grab_resid(act, hook):
+        captured["resid_pre"] = act[:, positions]
+
+    def grab_z_and_stop(act, hook):
+        captured["z"] = act[:, positions]
+        raise _StopForward
+
+    try:
+        model.run_with_hooks(tokens, fwd_hooks=hooks + [(f"blocks.{last}.hook_resid_pre", grab_resid),
+                                                        (f"blocks.{last}.attn.hook_z", grab_z_and_stop)])
+    except _StopForward:
+        pass
+    return captured["resid_pre"], captured["z"]
+
+
+def _architecture(model) -> str:
+    return str(getattr(model.cfg, "architecture", None) or type(model).__name__)
+
+
+def _shortcut_works(model) -> bool:
+    """Once per architecture: does finishing the last block at one position reproduce the full forward pass?"""
+    architecture = _architecture(model)
+    if architecture not in _SHORTCUT_WORKS:
+        seq = min(8, model.cfg.n_ctx)
+        tokens = torch.randint(0, model.cfg.d_vocab, (2, seq), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            full = model(tokens)[:, [seq - 1]]
+            short = _finish_last_block(model, *_run_and_capture_last_block(model, tokens, [], [seq - 1]))
+        _SHORTCUT_WORKS[architecture] = bool(torch.allclose(full, short, atol=1e-4, rtol=1e-3))
+        if not _SHORTCUT_WORKS[architecture]:
+            warnings.warn(f"{architecture}: finishing the last block at the metric positions does not reproduce "
+                          "the model's logits; patching runs every position instead (slower, same values)")
+    return _SHORTCUT_WORKS[architecture]
 
 
 @torch.no_grad()
-def patch_components(model, corrupted_tokens: Tokens, clean_acts: dict[str, torch.Tensor],
-                     components: Sequence[Component], metric: Metric, max_batch: int = 4096
-                     ) -> Float[torch.Tensor, " component"]:
-    """Metric of the corrupted run with each component alone restored to its clean value.
+def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric, site: str,
+                      patches: Sequence[tuple[int, tuple]], max_batch: int = 4096,
+                      metric_positions: Sequence[int] | None = None) -> tuple[Float[torch.Tensor, " patch"], float]:
+    """Metric of the corrupted run with each patch alone restored to its clean value, and the corrupted metric.
 
-    ``clean_acts[hook_name]`` holds the clean activation ``[batch, ...]``. All components
-    of a chunk run in one forward pass over a batch of ``copies x batch`` prompts.
+    ``site`` is ``"resid_pre"`` (``blocks.L.hook_resid_pre``, index ``(pos,)``) or ``"z"``
+    (``blocks.L.attn.hook_z``, index ``(pos, head)``, ``pos`` a slice for every position);
+    a patch is ``(L, index)``. What makes it fast, all exact:
+
+    - *one pass*: the clean prompts, the corrupted prompts and one corrupted copy per patch run as a
+      single batch; each copy takes its clean value from the clean rows of the same pass, so no
+      separate clean run is needed;
+    - *only what the metric reads*: when the metric declares its positions (``logit_diff_metric``
+      does) and the pass is larger than ``ONE_PASS_MAX_TOKENS``, the pass stops at the last block's
+      ``z`` and a second, small call finishes those positions alone (everything after ``z`` is
+      position-wise);
+    - *last-block heads need no pass*: their ``z`` is the corrupted one with one head's clean value
+      written in, so they only take the finishing step; at a position the metric does not read they
+      cannot change it, and their value is the corrupted metric.
     """
-    batch = corrupted_tokens.shape[0]
-    per_chunk = max(1, max_batch // batch)
-    results = []
-    for start in range(0, len(components), per_chunk):
-        chunk = components[start:start + per_chunk]
-        by_hook: dict[str, list[tuple[int, tuple]]] = {}
-        for copy, component in enumerate(chunk):
-            by_hook.setdefault(component.hook_name, []).append((copy, component.index))
+    _check_pair(clean_tokens, corrupted_tokens)
+    if site not in ("resid_pre", "z"):
+        raise ValueError(f"site must be 'resid_pre' or 'z', got {site!r}")
+    batch, seq = clean_tokens.shape
+    last = model.cfg.n_layers - 1
+    hook_name = {"resid_pre": "blocks.{}.hook_resid_pre", "z": "blocks.{}.attn.hook_z"}[site].format
+    positions = list(metric_positions) if metric_positions is not None else declared_positions(metric, seq)
+    if positions is not None:
+        positions = sorted({int(p) % seq for p in positions})
+        if (2 + len(patches)) * batch * seq <= ONE_PASS_MAX_TOKENS or not _shortcut_works(model):
+            positions = None  # small enough that the finishing call costs more than it saves
+    finish_only = [positions is not None and site == "z" and layer == last for layer, _ in patches]
+    in_pass = [i for i, only in enumerate(finish_only) if not only]
 
-        def make_hook(entries, clean):
+    per_chunk = max(0, max_batch // batch - 2)
+    if per_chunk == 0:
+        raise ValueError(f"max_batch={max_batch} is too small: it must hold at least 3 x {batch} prompts")
+    pass_outputs = []  # per chunk: logits, or (resid_pre, z) of the last block at the metric positions
+    chunks = [in_pass[i:i + per_chunk] for i in range(0, len(in_pass), per_chunk)] or [[]]
+    for chunk in chunks:
+        rows = 2 + len(chunk)  # clean, corrupted, then one corrupted copy per patch
+        by_layer: dict[int, list[tuple[int, tuple]]] = {}
+        for row, i in enumerate(chunk, start=2):
+            layer, index = patches[i]
+            by_layer.setdefault(layer, []).append((row, index))
+
+        def make_hook(entries):
             def hook(act, hook):
                 act = act.clone()
-                view = act.view(len(chunk), batch, *act.shape[1:])
-                for copy, index in entries:
-                    where = (copy, slice(None)) + index
-                    view[where] = clean[(slice(None),) + index]
+                view = act.view(rows, batch, *act.shape[1:])
+                for row, index in entries:
+                    view[(row, slice(None)) + index] = view[(0, slice(None)) + index]
                 return act
             return hook
 
-        hooks = [(name, make_hook(entries, clean_acts[name])) for name, entries in by_hook.items()]
-        logits = model.run_with_hooks(corrupted_tokens.repeat(len(chunk), 1), fwd_hooks=hooks)
-        results.append(_metric_per_copy(logits, len(chunk), metric))
-    return torch.cat(results)
+        hooks = [(hook_name(layer), make_hook(entries)) for layer, entries in by_layer.items()]
+        tokens = torch.cat([clean_tokens, corrupted_tokens.repeat(rows - 1, 1)])
+        if positions is None:
+            pass_outputs.append(model.run_with_hooks(tokens, fwd_hooks=hooks))
+        else:
+            pass_outputs.append(_run_and_capture_last_block(model, tokens, hooks, positions))
+
+    if positions is None:
+        logits = [out.view(-1, batch, *out.shape[1:]) for out in pass_outputs]
+        corrupted_value = metric(logits[0][1])
+        values = [metric(out[row]) for out, chunk in zip(logits, chunks) for row in range(2, 2 + len(chunk))]
+        return _ordered(values, in_pass, [], [], len(patches)), corrupted_value.item()
+
+    # finishing step: the corrupted row, every in-pass copy, and the last-block heads built from the first chunk
+    resid = [r.view(-1, batch, *r.shape[1:]) for r, _ in pass_outputs]
+    z = [zz.view(-1, batch, *zz.shape[1:]) for _, zz in pass_outputs]
+    finish_resid, finish_z = [resid[0][1]], [z[0][1]]
+    for r, zz, chunk in zip(resid, z, chunks):
+        finish_resid += list(r[2:2 + len(chunk)])
+        finish_z += list(zz[2:2 + len(chunk)])
+    finished_heads, constant = [], []
+    for i, only in enumerate(finish_only):
+        if not only:
+            continue
+        _, (pos, head) = patches[i]
+        if isinstance(pos, int) and pos % seq not in positions:
+            constant.append(i)  # a last-block head where the metric does not read: no effect
+            continue
+        read = slice(None) if isinstance(pos, slice) else positions.index(pos % seq)
+        copy_z = z[0][1].clone()
+        copy_z[:, read, head] = z[0][0][:, read, head]
+        finish_resid.append(resid[0][1])
+        finish_z.append(copy_z)
+        finished_heads.append(i)
+    logits = _finish_in_chunks(model, torch.cat(finish_resid), torch.cat(finish_z), max_batch)
+    per_copy = logits.view(-1, batch, *logits.shape[1:])
+    full = per_copy.new_full((batch, seq, per_copy.shape[-1]), float("nan"))
+
+    def measure(at_positions):
+        full[:, positions] = at_positions
+        value = metric(full)
+        if value.isnan():
+            raise ValueError(f"the metric is NaN: it reads logits outside the positions it declares ({positions}), "
+                             "or the model produced NaN; set the metric's `positions` to every position it reads, "
+                             "or pass metric_positions")
+        return value
+
+    corrupted_value = measure(per_copy[0])
+    values = [measure(per_copy[row]) for row in range(1, per_copy.shape[0])]
+    n_in_pass = len(in_pass)
+    return (_ordered(values[:n_in_pass] + values[n_in_pass:], in_pass + finished_heads, constant, corrupted_value,
+                     len(patches)), corrupted_value.item())
+
+
+def _finish_in_chunks(model, resid_pre: torch.Tensor, z: torch.Tensor, max_batch: int) -> torch.Tensor:
+    rows = max(1, max_batch)
+    return torch.cat([_finish_last_block(model, resid_pre[i:i + rows], z[i:i + rows])
+                      for i in range(0, resid_pre.shape[0], rows)])
+
+
+def _ordered(values: list[torch.Tensor], order: list[int], constant: list[int], constant_value, n: int
+             ) -> Float[torch.Tensor, " patch"]:
+    out = torch.empty(n)
+    for i, value in zip(order, values):
+        out[i] = value
+    for i in constant:
+        out[i] = constant_value
+    return out
 
 
 def _clean_acts(model, tokens: Tokens, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -103,28 +257,35 @@ def _clean_acts(model, tokens: Tokens, names: Sequence[str]) -> dict[str, torch.
 
 
 def activation_patch_resid(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
-                           max_batch: int = 4096) -> Float[torch.Tensor, "layer pos"]:
+                           max_batch: int = 4096, metric_positions: Sequence[int] | None = None
+                           ) -> Float[torch.Tensor, "layer pos"]:
     """Restore the clean residual stream (``hook_resid_pre``) at one layer and position at a time."""
     n_layers, seq = model.cfg.n_layers, clean_tokens.shape[1]
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
-    components = [Component(names[layer], (pos,)) for layer in range(n_layers) for pos in range(seq)]
-    values = patch_components(model, corrupted_tokens, _clean_acts(model, clean_tokens, names), components, metric,
-                              max_batch)
+    patches = [(layer, (pos,)) for layer in range(n_layers) for pos in range(seq)]
+    values, _ = patch_and_measure(model, clean_tokens, corrupted_tokens, metric, "resid_pre", patches, max_batch,
+                                  metric_positions)
     return values.view(n_layers, seq)
 
 
 def activation_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
-                           per_position: bool = False, max_batch: int = 4096
-                           ) -> Float[torch.Tensor, "layer head *pos"]:
-    """Restore one head's clean output (``attn.hook_z``), at every position or one position at a time."""
+                           per_position: bool = False, max_batch: int = 4096,
+                           metric_positions: Sequence[int] | None = None) -> Float[torch.Tensor, "layer head *pos"]:
+    """Restore one head's clean output (``attn.hook_z``), at every position or one position at a time.
+
+    All heads in one batched pass that computes only what the metric reads (see ``patch_and_measure``).
+    """
     n_layers, n_heads, seq = model.cfg.n_layers, model.cfg.n_heads, clean_tokens.shape[1]
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
     positions = list(range(seq)) if per_position else [slice(None)]
-    components = [Component(names[layer], (pos, head)) for layer in range(n_layers) for head in range(n_heads)
-                  for pos in positions]
-    values = patch_components(model, corrupted_tokens, _clean_acts(model, clean_tokens, names), components, metric,
-                              max_batch)
+    patches = [(layer, (pos, head)) for layer in range(n_layers) for head in range(n_heads) for pos in positions]
+    values, _ = patch_and_measure(model, clean_tokens, corrupted_tokens, metric, "z", patches, max_batch,
+                                  metric_positions)
     return values.view(n_layers, n_heads, seq) if per_position else values.view(n_layers, n_heads)
+
+
+def _check_pair(clean_tokens: Tokens, corrupted_tokens: Tokens) -> None:
+    if clean_tokens.shape != corrupted_tokens.shape or clean_tokens.ndim != 2:
+        raise ValueError(f"clean and corrupted tokens must both be [batch, seq] of the same shape, got "
+                         f"{tuple(clean_tokens.shape)} and {tuple(corrupted_tokens.shape)}: corrupt each clean prompt")
 
 
 @torch.no_grad()
@@ -498,8 +659,8 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     return torch.corrcoef(torch.stack([x[keep], y[keep]]))[0, 1].item()
 
 
-__all__ = ["CHANNELS", "Component", "ComputationalGraph", "Metric", "activation_patch_heads",
+__all__ = ["CHANNELS", "ComputationalGraph", "Metric", "activation_patch_heads",
            "activation_patch_heads_loop", "activation_patch_resid", "attribution_patch_heads",
            "attribution_patch_resid", "circuit_faithfulness", "edge_attribution_scores", "edge_nodes",
-           "edge_patching_scores", "faithfulness_curve", "logit_diff_metric", "patch_components", "path_patch_heads",
+           "edge_patching_scores", "faithfulness_curve", "logit_diff_metric", "declared_positions", "patch_and_measure", "path_patch_heads",
            "pearson", "restored_fraction", "run_with_corrupted_edges"]

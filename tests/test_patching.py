@@ -26,12 +26,22 @@ def test_logit_diff_metric():
     assert metric(logits).item() == pytest.approx((2.0 + 1.0) / 2)
 
 
+# both plans: one pass over every position, and a pass that stops at the last block's z plus a finishing call
+PLANS = {"one pass": 10**9, "pass and finish": 0}
+
+
+@pytest.fixture(params=list(PLANS))
+def plan(request, monkeypatch):
+    monkeypatch.setattr(patching, "ONE_PASS_MAX_TOKENS", PLANS[request.param])
+    return request.param
+
+
 @torch.no_grad()
-def test_batched_head_patching_matches_loop_and_transformer_lens(setup):
+def test_batched_head_patching_matches_loop_and_transformer_lens(setup, plan):
     from transformer_lens import patching as tl_patching
 
     model, clean, corrupted, metric = setup
-    batched = patching.activation_patch_heads(model, clean, corrupted, metric, max_batch=8)  # forces 2 chunks
+    batched = patching.activation_patch_heads(model, clean, corrupted, metric, max_batch=12)  # 3 x 4 prompts a pass: 2 passes
     looped = patching.activation_patch_heads_loop(model, clean, corrupted, metric)
     _, cache = model.run_with_cache(clean)
     reference = tl_patching.get_act_patch_attn_head_out_all_pos(model, corrupted, cache, metric)
@@ -41,7 +51,7 @@ def test_batched_head_patching_matches_loop_and_transformer_lens(setup):
 
 
 @torch.no_grad()
-def test_resid_and_per_position_patching(setup):
+def test_resid_and_per_position_patching(setup, plan):
     from transformer_lens import patching as tl_patching
 
     model, clean, corrupted, metric = setup
@@ -54,8 +64,67 @@ def test_resid_and_per_position_patching(setup):
     assert resid[0, 0].item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-5)  # nothing differs there
     per_pos = patching.activation_patch_heads(model, clean, corrupted, metric, per_position=True)
     assert per_pos.shape == (2, 2, 8)
+    by_pos = tl_patching.get_act_patch_attn_head_out_by_pos(model, corrupted, cache, metric)  # [layer, pos, head]
+    torch.testing.assert_close(per_pos, by_pos.transpose(1, 2), atol=1e-5, rtol=1e-4)
     # before the corrupted position, clean and corrupted head outputs are identical: no effect
     assert torch.allclose(per_pos[:, :, :2], metric(model(corrupted)).expand(2, 2, 2), atol=1e-5)
+
+
+def _reads_two_positions(metric):
+    def reads_two_positions(logits):
+        return metric(logits) + logits[:, 0, 0].mean()
+
+    reads_two_positions.positions = (-1,)  # but it also reads position 0
+    return reads_two_positions
+
+
+@torch.no_grad()
+def test_patching_without_declared_positions_or_shortcut_gives_the_same_values(setup, monkeypatch):
+    model, clean, corrupted, metric = setup
+    monkeypatch.setattr(patching, "ONE_PASS_MAX_TOKENS", 0)
+    fast = patching.activation_patch_heads(model, clean, corrupted, metric, per_position=True)
+    undeclared = patching.activation_patch_heads(model, clean, corrupted, lambda logits: metric(logits),
+                                                 per_position=True)
+    torch.testing.assert_close(fast, undeclared, atol=1e-5, rtol=1e-4)
+    explicit = patching.activation_patch_heads(model, clean, corrupted, lambda logits: metric(logits),
+                                               metric_positions=[-1])
+    torch.testing.assert_close(explicit, patching.activation_patch_heads(model, clean, corrupted, metric))
+    # an architecture where finishing at a few positions fails the self-check: every position is computed
+    reads_two = _reads_two_positions(metric)
+    monkeypatch.setitem(patching._SHORTCUT_WORKS, patching._architecture(model), False)
+    with_fallback = patching.activation_patch_heads(model, clean, corrupted, reads_two)
+    monkeypatch.setattr(patching, "ONE_PASS_MAX_TOKENS", 10**9)
+    torch.testing.assert_close(with_fallback, patching.activation_patch_heads(model, clean, corrupted, reads_two))
+
+
+@torch.no_grad()
+def test_patching_a_one_layer_model_and_chunks(monkeypatch):
+    from transformer_lens import patching as tl_patching
+
+    monkeypatch.setattr(patching, "ONE_PASS_MAX_TOKENS", 0)
+    model = build_random_gpt2(n_layers=1, d_model=32, n_heads=4, d_vocab=64, n_ctx=16, seed=2)
+    generator = torch.Generator().manual_seed(3)
+    clean = torch.randint(0, 64, (3, 6), generator=generator)
+    corrupted = torch.randint(0, 64, (3, 6), generator=generator)
+    metric = patching.logit_diff_metric(torch.randint(0, 64, (3, 2), generator=generator), position=4)
+    _, cache = model.run_with_cache(clean)
+    reference = tl_patching.get_act_patch_attn_head_out_by_pos(model, corrupted, cache, metric).transpose(1, 2)
+    got = patching.activation_patch_heads(model, clean, corrupted, metric, per_position=True, max_batch=9)
+    torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-4)
+    # the metric reads position 4: a head's output at position 5 cannot reach it
+    assert torch.equal(got[..., 5], torch.full_like(got[..., 5], metric(model(corrupted)).item()))
+
+
+def test_patching_errors_say_how_to_fix(setup, monkeypatch):
+    model, clean, corrupted, metric = setup
+    monkeypatch.setattr(patching, "ONE_PASS_MAX_TOKENS", 0)
+
+    with pytest.raises(ValueError, match="outside the positions it declares"):
+        patching.activation_patch_heads(model, clean, corrupted, _reads_two_positions(metric))
+    with pytest.raises(ValueError, match="max_batch=8 is too small"):
+        patching.activation_patch_heads(model, clean, corrupted, metric, max_batch=8)
+    with pytest.raises(ValueError, match="same shape"):
+        patching.activation_patch_heads(model, clean, corrupted[:, :-1], metric)
 
 
 def test_attribution_patching_tracks_activation_patching(setup):

@@ -118,12 +118,12 @@ def test_batched_head_patching(batched_head_patching: Callable) -> None:
     model = shipped_model(MODEL)
     for seed in (5, 6):
         clean, corrupted = _prompts(seed)
+        expected = reference_batched_head_patching(model, clean.tokens, corrupted.tokens, _metric(clean))
         counting = _CountingModel(model)
         with torch.no_grad():
             got = batched_head_patching(counting, clean.tokens, corrupted.tokens, _metric(clean))
         model.reset_hooks()
-        compare_outputs(got, reference_batched_head_patching(model, clean.tokens, corrupted.tokens, _metric(clean)),
-                        case=f"8 prompts (seed {seed})", atol=1e-3)
+        compare_outputs(got, expected, case=f"8 prompts (seed {seed})", atol=1e-3)
         if counting.runs > 2:
             raise CheckFailed(f"the values are right, but you ran the model {counting.runs} times: one run for the "
                               f"clean cache and ONE batched run for all {model.cfg.n_layers * model.cfg.n_heads} "
