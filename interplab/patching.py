@@ -159,9 +159,7 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
     finish_only = [positions is not None and site == "z" and layer == last for layer, _ in patches]
     in_pass = [i for i, only in enumerate(finish_only) if not only]
 
-    per_chunk = max(0, max_batch // batch - 2)
-    if per_chunk == 0:
-        raise ValueError(f"max_batch={max_batch} is too small: it must hold at least 3 x {batch} prompts")
+    per_chunk = max(1, max_batch // batch - 2)  # a pass holds clean + corrupted + at least one copy
     pass_outputs = []  # per chunk: logits, or (resid_pre, z) of the last block at the metric positions
     chunks = [in_pass[i:i + per_chunk] for i in range(0, len(in_pass), per_chunk)] or [[]]
     for chunk in chunks:

@@ -284,8 +284,12 @@ PatchingHeatmap(per_position_scores.flatten(0, 1), row_labels=head_labels, col_l
 # measures what one component is *sufficient* for, given everything else is corrupted.
 #
 # On speed: batching saves the fixed cost of each forward pass, so it pays most with few prompts and many
-# components. With many prompts, a model this small is compute-bound and the batched run does the same
-# arithmetic as the loop; `benchmarks/patching.py` prints both regimes.
+# components. With many prompts a model this small is compute-bound, and only computing less helps. The
+# library's version therefore (1) puts the clean prompts in the same pass, so there is no separate clean
+# run; (2) stops the pass at the last block's attention output and finishes only the END position, the
+# only one the metric reads (after `hook_z` everything is position-wise; `logit_diff_metric` declares
+# its position); and (3) gives heads in the last block only that finishing step. `benchmarks/patching.py`
+# prints both regimes, and the floor set by `TransformerBridge`, which runs every block below a patch.
 #
 # ## 3. Path patching: who talks to whom
 #
