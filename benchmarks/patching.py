@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
           f"can pass {t_loop / times['floor']:.1f}x here), over transformer_lens: {times['tl'] / t_batched:.1f}x")
 
     print(f"\n  by prompt count {'prompts':>7s} {'interplab s':>11s} {'one pass s':>10s} {'TL s':>7s} {'loop s':>7s} "
-          f"{'loop/interplab':>14s} {'loop/floor':>10s}")
+          f"{'loop/interplab':>14s} {'loop/floor':>10s}  target >= 5x")
+    def verdict(row) -> str:
+        if row["loop"] / row["batched"] >= 5:
+            return "met"
+        return "NOT met" + (" (unreachable: floor < 5x)" if row["loop"] / row["floor"] < 5 else "")
+
     sweep = sorted({int(v) for v in args.sweep.split(",") if v} | {args.prompts})
     for n in sweep:
         if n == args.prompts:
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 row, _ = head_patching(n)
         print(f"  {'':15s} {n:7d} {row['batched']:11.3f} {row['one pass']:10.3f} {row['tl']:7.3f} "
-              f"{row['loop']:7.3f} {row['loop'] / row['batched']:13.1f}x {row['loop'] / row['floor']:9.1f}x")
+              f"{row['loop']:7.3f} {row['loop'] / row['batched']:13.1f}x {row['loop'] / row['floor']:9.1f}x  "
+              f"{verdict(row)}")
 
     t_attr, attr = timed(lambda: patching.attribution_patch_heads(model, c, x, metric), args.reps)
     t_pos, per_pos = timed(lambda: patching.activation_patch_heads(model, c, x, metric, per_position=True), args.reps)
