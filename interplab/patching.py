@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
+from tqdm.auto import tqdm
 
 Metric = Callable[[Float[torch.Tensor, "batch seq vocab"]], Float[torch.Tensor, ""]]
 Tokens = Int[torch.Tensor, "batch seq"]
@@ -51,6 +52,11 @@ def restored_fraction(values, clean_value, corrupted_value):
 
 
 # ---------------------------------------------------------------- activation patching (nodes)
+
+def _progress(chunks, desc: str):
+    """A progress bar when there are enough batched passes for the wait to be noticeable."""
+    return tqdm(chunks, desc=desc, leave=False, disable=len(chunks) < 3, mininterval=0.5)
+
 
 def declared_positions(metric: Metric, seq: int) -> list[int] | None:
     """The sequence positions whose logits ``metric`` reads (its ``positions`` attribute), or None if unknown."""
@@ -162,7 +168,7 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
     per_chunk = max(1, max_batch // batch - 2)  # a pass holds clean + corrupted + at least one copy
     pass_outputs = []  # per chunk: logits, or (resid_pre, z) of the last block at the metric positions
     chunks = [in_pass[i:i + per_chunk] for i in range(0, len(in_pass), per_chunk)] or [[]]
-    for chunk in chunks:
+    for chunk in _progress(chunks, "patching"):
         rows = 2 + len(chunk)  # clean, corrupted, then one corrupted copy per patch
         by_layer: dict[int, list[tuple[int, tuple]]] = {}
         for row, i in enumerate(chunk, start=2):
@@ -554,7 +560,7 @@ def run_with_corrupted_edges(model, clean_tokens: Tokens, corrupted_tokens: Toke
     chunk = max(1, max_batch // (clean_tokens.shape[0] * per_run))
     masks = corrupted_edges.float()
     return torch.cat([_run_with_edges(model, clean_tokens, corrupt_out, graph, masks[i:i + chunk], metric)
-                      for i in range(0, masks.shape[0], chunk)])
+                      for i in _progress(range(0, masks.shape[0], chunk), "edge runs")])
 
 
 def edge_patching_scores(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
