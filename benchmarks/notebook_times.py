@@ -8,6 +8,7 @@ before concluding anything from one slow run.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,9 @@ def run(path: Path) -> float:
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(p) for p in argv] or sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every solutions/NN_*.ipynb")
+    paths = parser.parse_args(argv).notebooks or sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
     print(f"{'notebook':28s} {'seconds':>8s} {'budget':>7s} {'share of budget':>16s}")
     over = 0
     for path in paths:
