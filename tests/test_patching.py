@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from interplab import patching
-from interplab.zoo import build_random_gpt2
+from interplab.zoo import build_random_gpt2, build_random_model
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,38 @@ def test_attention_only_graph_has_no_mlp_nodes():
     with torch.no_grad():
         everything = patching.run_with_corrupted_edges(model, clean, corrupted, metric, graph, masks)
         assert everything.item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-4)
+
+
+@pytest.fixture(scope="module", params=["pythia", "gemma"])
+def other_family(request):
+    """Random models of the other real families: rotary + parallel attention/MLP, and RMSNorm + one shared KV head."""
+    model = build_random_model(request.param, n_layers=2, d_model=32, n_heads=4, d_vocab=64, n_ctx=16, seed=1)
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 64, (3, 7), generator=generator)
+    corrupted = clean.clone()
+    corrupted[:, 2] = torch.randint(0, 64, (3,), generator=generator)
+    return model, clean, corrupted, patching.logit_diff_metric(torch.randint(0, 64, (3, 2), generator=generator))
+
+
+@torch.no_grad()
+def test_activation_patching_on_other_families_matches_transformer_lens(other_family, plan):
+    from transformer_lens import patching as tl_patching
+
+    model, clean, corrupted, metric = other_family
+    _, cache = model.run_with_cache(clean)
+    torch.testing.assert_close(patching.activation_patch_heads(model, clean, corrupted, metric, per_position=True),
+                               tl_patching.get_act_patch_attn_head_out_by_pos(model, corrupted, cache, metric)
+                               .transpose(1, 2), atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(patching.activation_patch_resid(model, clean, corrupted, metric),
+                               tl_patching.get_act_patch_resid_pre(model, corrupted, cache, metric),
+                               atol=1e-4, rtol=1e-3)
+    if plan == "pass and finish":  # the shortcut passed its self-check: it was not silently dropped
+        assert patching._SHORTCUT_WORKS[patching._architecture(model)]
+
+
+def test_attribution_patching_on_other_families(other_family):
+    model, clean, corrupted, metric = other_family
+    exact = patching.activation_patch_heads(model, clean, corrupted, metric)
+    approx = patching.attribution_patch_heads(model, clean, corrupted, metric)
+    assert approx.shape == exact.shape and torch.isfinite(approx).all()
+    assert patching.pearson(exact, approx) > 0.5

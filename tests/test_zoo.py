@@ -73,6 +73,22 @@ def test_analysis_code_runs_on_a_random_gpt2_architecture():
     assert circuits.induction_scores(cache, half_len=10).shape == (2, 4)
 
 
+@pytest.mark.parametrize("family, hf_class", [("pythia", "GPTNeoX"), ("gemma", "Gemma")])
+def test_random_models_of_other_families(family, hf_class):
+    model = zoo.build_random_model(family, n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, seed=4)
+    assert hf_class in type(model.original_model).__name__
+    tokens = torch.randint(0, 50, (2, 12))
+    logits, cache = model.run_with_cache(tokens)
+    assert logits.shape == (2, 12, 50) and cache["blocks.1.attn.hook_z"].shape == (2, 12, 4, 8)
+    assert circuits.induction_scores(cache, half_len=6).shape == (2, 4)
+    again = zoo.build_random_model(family, n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, seed=4)
+    assert torch.equal(again(tokens), model(tokens))  # seeded
+    with pytest.raises(ValueError, match="unknown model family 'llama'; choose one of gpt2, pythia, gemma"):
+        zoo.build_random_model("llama")
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        zoo.build_random_model(family, d_model=30, n_heads=4)
+
+
 def test_cli_lists_and_trains_a_short_run(tmp_path, repo_root):
     listed = subprocess.run([sys.executable, "-m", "interplab.zoo", "list"], capture_output=True, text=True,
                             check=True, cwd=repo_root)

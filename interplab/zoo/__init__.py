@@ -117,23 +117,47 @@ def load_model(name: str, device: str | None = None):
                                  f"Any Hugging Face id with a '/' (e.g. 'EleutherAI/pythia-70m') also passes through.")
 
 
-def build_random_gpt2(n_layers: int = 2, d_model: int = 64, n_heads: int = 4, d_vocab: int = 128,
-                      n_ctx: int = 64, seed: int = 0):
-    """A randomly initialised GPT-2-architecture bridge, built with no download.
+RANDOM_FAMILIES = ("gpt2", "pythia", "gemma")
 
-    Tests and learners use it to check that analysis code written on the zoo
-    runs unchanged on the real-model path (``boot_transformers``).
+
+def build_random_model(family: str = "gpt2", n_layers: int = 2, d_model: int = 64, n_heads: int = 4,
+                       d_vocab: int = 128, n_ctx: int = 64, seed: int = 0):
+    """A randomly initialised bridge with the architecture of a real model family, built with no download.
+
+    Tests and learners use it to check that analysis code written on the zoo runs unchanged on the
+    real-model path (``boot_transformers``): ``"gpt2"`` (learned positions, LayerNorm), ``"pythia"``
+    (GPT-NeoX: rotary, parallel attention and MLP) and ``"gemma"`` (RMSNorm, rotary, one shared
+    key/value head: grouped-query attention).
     """
     import tempfile
 
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    import transformers
     from transformer_lens import TransformerBridge
 
-    config = GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=n_heads, vocab_size=d_vocab, n_positions=n_ctx)
+    if family not in RANDOM_FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(RANDOM_FAMILIES)}")
+    if d_model % n_heads:
+        raise ValueError(f"d_model={d_model} must be a multiple of n_heads={n_heads}")
+    if family == "gpt2":
+        config = transformers.GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=n_heads, vocab_size=d_vocab,
+                                         n_positions=n_ctx)
+        model_class = transformers.GPT2LMHeadModel
+    elif family == "pythia":
+        config = transformers.GPTNeoXConfig(num_hidden_layers=n_layers, hidden_size=d_model,
+                                            num_attention_heads=n_heads, intermediate_size=4 * d_model,
+                                            vocab_size=d_vocab, max_position_embeddings=n_ctx,
+                                            use_parallel_residual=True)
+        model_class = transformers.GPTNeoXForCausalLM
+    else:
+        config = transformers.GemmaConfig(num_hidden_layers=n_layers, hidden_size=d_model,
+                                          num_attention_heads=n_heads, num_key_value_heads=1,
+                                          head_dim=d_model // n_heads, intermediate_size=4 * d_model,
+                                          vocab_size=d_vocab, max_position_embeddings=n_ctx)
+        model_class = transformers.GemmaForCausalLM
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        hf_model = GPT2LMHeadModel(config)
+        hf_model = model_class(config)
     with tempfile.TemporaryDirectory() as folder:
         config.save_pretrained(folder)
         bridge = TransformerBridge.boot_transformers(folder, hf_model=hf_model)
@@ -141,4 +165,10 @@ def build_random_gpt2(n_layers: int = 2, d_model: int = 64, n_heads: int = 4, d_
     return bridge
 
 
-__all__ = ["ModelNotAvailableError", "build_random_gpt2", "hub_reachable", "list_models", "load_model", "model_card", "model_dir"]
+def build_random_gpt2(n_layers: int = 2, d_model: int = 64, n_heads: int = 4, d_vocab: int = 128,
+                      n_ctx: int = 64, seed: int = 0):
+    """A randomly initialised GPT-2-architecture bridge, built with no download (``build_random_model("gpt2")``)."""
+    return build_random_model("gpt2", n_layers, d_model, n_heads, d_vocab, n_ctx, seed)
+
+
+__all__ = ["ModelNotAvailableError", "RANDOM_FAMILIES", "build_random_gpt2", "build_random_model", "hub_reachable", "list_models", "load_model", "model_card", "model_dir"]
