@@ -369,35 +369,66 @@ class ComputationalGraph:
     every head ``a{l}.{h}``, every MLP ``m{l}``. Receivers read from it: each head's
     query, key and value input (``a{l}.{h}.q`` ...), each MLP ``m{l}``, and ``logits``.
     An edge joins a sender to every receiver that comes after it.
+
+    Two real-model variants: with grouped-query attention (``n_kv_heads`` < ``n_heads``, as in
+    Gemma) a key or value input is shared by a group of heads and is one receiver,
+    ``a{l}.kv{g}.k``; with parallel attention and MLP (``parallel_mlp``, as in Pythia) the MLP
+    reads the block's input, so it does not receive from its own layer's heads.
     """
 
     n_layers: int
     n_heads: int
     has_mlp: bool
+    n_kv_heads: int | None = None
+    parallel_mlp: bool = False
     senders: list[str] = field(init=False)
     receivers: list[str] = field(init=False)
     edges: list[tuple[int, int]] = field(init=False)
 
     def __post_init__(self) -> None:
+        kv = self.n_kv_heads or self.n_heads
+        if self.n_heads % kv:
+            raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={kv}")
         self.senders, self.receivers = ["embed"], []
         available = [1]  # how many senders each receiver may read, receiver by receiver
         for layer in range(self.n_layers):
-            for head in range(self.n_heads):
-                for channel in CHANNELS:
-                    self.receivers.append(f"a{layer}.{head}.{channel}")
-                    available.append(len(self.senders))
+            before_layer = len(self.senders)
+            for name, _, _ in self.attention_receivers(layer):
+                self.receivers.append(name)
+                available.append(before_layer)
             self.senders += [f"a{layer}.{head}" for head in range(self.n_heads)]
             if self.has_mlp:
                 self.receivers.append(f"m{layer}")
-                available.append(len(self.senders))
+                available.append(before_layer if self.parallel_mlp else len(self.senders))
                 self.senders.append(f"m{layer}")
         self.receivers.append("logits")
         available.append(len(self.senders))
         self.edges = [(s, r) for r, n in enumerate(available[1:]) for s in range(n)]
 
+    @property
+    def grouped(self) -> bool:
+        return (self.n_kv_heads or self.n_heads) != self.n_heads
+
+    def attention_receivers(self, layer: int) -> list[tuple[str, str, int]]:
+        """``(name, channel, index)`` of the layer's attention inputs; ``index`` is the head, or the key/value
+        group under grouped-query attention."""
+        if not self.grouped:
+            return [(f"a{layer}.{head}.{c}", c, head) for head in range(self.n_heads) for c in CHANNELS]
+        return ([(f"a{layer}.{head}.q", "q", head) for head in range(self.n_heads)]
+                + [(f"a{layer}.kv{group}.{c}", c, group) for group in range(self.n_kv_heads) for c in ("k", "v")])
+
+    def receiver_name(self, layer: int, head: int, channel: str) -> str:
+        """The receiver through which head ``layer.head`` reads its ``channel`` input."""
+        if self.grouped and channel != "q":
+            return f"a{layer}.kv{head // (self.n_heads // self.n_kv_heads)}.{channel}"
+        return f"a{layer}.{head}.{channel}"
+
     @classmethod
     def from_model(cls, model) -> "ComputationalGraph":
-        return cls(model.cfg.n_layers, model.cfg.n_heads, not model.cfg.attn_only)
+        cfg = model.cfg
+        kv = getattr(cfg, "n_key_value_heads", None)
+        return cls(cfg.n_layers, cfg.n_heads, not cfg.attn_only, n_kv_heads=kv if kv and kv != cfg.n_heads else None,
+                   parallel_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)))
 
     @property
     def edge_names(self) -> list[str]:
@@ -460,12 +491,15 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
     gradients are the receivers' input gradients: edge attribution patching.
     """
     n_runs, batch = corrupted_edges.shape[0], clean_tokens.shape[0]
-    H, n_layers = graph.n_heads, graph.n_layers
-    n_copies = 1 + 3 * H + (1 if graph.has_mlp else 0)
-    mlp_copy = 3 * H + 1
+    n_layers = graph.n_layers
+    attention = graph.attention_receivers(0)  # the same layout in every layer
+    n_attn = len(attention)
+    copy_of = {(channel, index): 1 + j for j, (_, channel, index) in enumerate(attention)}
+    n_copies = 1 + n_attn + (1 if graph.has_mlp else 0)
+    mlp_copy = n_attn + 1
     weights = graph.dense(corrupted_edges.to(corrupt_out.dtype))  # run receiver sender
     current: list[torch.Tensor] = []  # sender outputs of the real run, [run, batch, pos, d_model] each
-    receivers_per_layer = 3 * H + (1 if graph.has_mlp else 0)
+    receivers_per_layer = n_attn + (1 if graph.has_mlp else 0)
 
     def delta(receiver_slice: slice) -> torch.Tensor:
         """Sum over corrupted edges of (current - corrupted) sender output, for a slice of receivers."""
@@ -485,21 +519,29 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
             if layer == 0:
                 current.append(main)
             first = layer * receivers_per_layer
-            heads_in = main[:, None] - delta(slice(first, first + 3 * H))
+            heads_in = main[:, None] - delta(slice(first, first + n_attn))
             if probes is not None:
                 heads_in = heads_in + probes[f"heads{layer}"]
-            parts = [main[:, None], heads_in.expand(n_runs, 3 * H, *main.shape[1:])]
-            if graph.has_mlp:
+            parts = [main[:, None], heads_in.expand(n_runs, n_attn, *main.shape[1:])]
+            if graph.has_mlp and graph.parallel_mlp:  # the MLP reads the block's input too
+                mlp_in = main - delta(slice(first + n_attn, first + n_attn + 1))[:, 0]
+                if probes is not None:
+                    mlp_in = mlp_in + probes[f"mlp{layer}"]
+                parts.append(mlp_in[:, None])
+            elif graph.has_mlp:
                 parts.append(x[:, mlp_copy:])
             return torch.cat(parts, dim=1).flatten(0, 2)
         return hook
 
     def qkv(channel):
-        c = CHANNELS.index(channel)
+        indices = [index for c, index in copy_of if c == channel]
 
         def hook(a, hook):
             a = split(a)
-            main = torch.stack([a[:, 1 + 3 * h + c, :, :, h] for h in range(H)], dim=-2)
+            if a.shape[-2] != len(indices):
+                raise ValueError(f"{hook.name} has {a.shape[-2]} heads but the graph expects {len(indices)}: build "
+                                 "the graph with ComputationalGraph.from_model(model)")
+            main = torch.stack([a[:, copy_of[(channel, i)], :, :, i] for i in indices], dim=-2)
             return torch.cat([main[:, None], a[:, 1:]], dim=1).flatten(0, 2)
         return hook
 
@@ -514,7 +556,7 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
         def hook(x, hook):
             x = split(x)
             main = x[:, 0]
-            index = layer * receivers_per_layer + 3 * H
+            index = layer * receivers_per_layer + n_attn
             mlp_in = main - delta(slice(index, index + 1))[:, 0]
             if probes is not None:
                 mlp_in = mlp_in + probes[f"mlp{layer}"]
@@ -541,8 +583,9 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
         hooks.append((f"blocks.{layer}.hook_resid_pre", resid_pre(layer)))
         hooks += [(f"blocks.{layer}.attn.hook_{c}", qkv(c)) for c in CHANNELS]
         hooks.append((f"blocks.{layer}.attn.hook_z", z_hook(layer)))
-        if graph.has_mlp:
+        if graph.has_mlp and not graph.parallel_mlp:
             hooks.append((f"blocks.{layer}.hook_resid_mid", resid_mid(layer)))
+        if graph.has_mlp:
             hooks.append((f"blocks.{layer}.hook_mlp_out", mlp_out(layer)))
     hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", final))
     tokens = clean_tokens.repeat(n_runs * n_copies, 1)
@@ -556,7 +599,7 @@ def run_with_corrupted_edges(model, clean_tokens: Tokens, corrupted_tokens: Toke
                              max_batch: int = 4096) -> Float[torch.Tensor, " run"]:
     """Metric of the clean run with a set of edges corrupted, one set per run, batched."""
     corrupt_out = _sender_outputs(model, corrupted_tokens, graph)
-    per_run = 1 + 3 * graph.n_heads + int(graph.has_mlp)
+    per_run = 1 + len(graph.attention_receivers(0)) + int(graph.has_mlp)
     chunk = max(1, max_batch // (clean_tokens.shape[0] * per_run))
     masks = corrupted_edges.float()
     return torch.cat([_run_with_edges(model, clean_tokens, corrupt_out, graph, masks[i:i + chunk], metric)
@@ -586,16 +629,17 @@ def path_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metr
 
     Entry ``[r, c, l, h]``: metric change when only the path from head ``l.h`` into
     input ``c`` of receiver ``receivers[r]`` sees the corrupted output; senders in or after
-    the receiver's layer are NaN (no such path).
+    the receiver's layer are NaN (no such path). Under grouped-query attention a key or value
+    input is shared by a group of heads, so its path reaches every head of the group.
     """
-    graph = ComputationalGraph(model.cfg.n_layers, model.cfg.n_heads, not model.cfg.attn_only)
+    graph = ComputationalGraph.from_model(model)
     out = torch.full((len(receivers), len(channels), graph.n_layers, graph.n_heads), float("nan"))
     names, where = [], []
     for r, (r_layer, r_head) in enumerate(receivers):
         for c, channel in enumerate(channels):
             for layer in range(r_layer):
                 for head in range(graph.n_heads):
-                    names.append(f"a{layer}.{head}->a{r_layer}.{r_head}.{channel}")
+                    names.append(f"a{layer}.{head}->{graph.receiver_name(r_layer, r_head, channel)}")
                     where.append((r, c, layer, head))
     if names:
         scores = edge_patching_scores(model, clean_tokens, corrupted_tokens, metric, graph, names, max_batch)
@@ -615,8 +659,9 @@ def edge_attribution_scores(model, clean_tokens: Tokens, corrupted_tokens: Token
     corrupt_out = _sender_outputs(model, corrupted_tokens, graph)
     clean_out = _sender_outputs(model, clean_tokens, graph)
     batch, seq, d_model = clean_tokens.shape[0], clean_tokens.shape[1], corrupt_out.shape[-1]
-    H = graph.n_heads
-    probes = {f"heads{l}": torch.zeros(1, 3 * H, batch, seq, d_model, requires_grad=True) for l in range(graph.n_layers)}
+    n_attn = len(graph.attention_receivers(0))
+    probes = {f"heads{l}": torch.zeros(1, n_attn, batch, seq, d_model, requires_grad=True)
+              for l in range(graph.n_layers)}
     if graph.has_mlp:
         probes.update({f"mlp{l}": torch.zeros(1, batch, seq, d_model, requires_grad=True) for l in range(graph.n_layers)})
     probes["logits"] = torch.zeros(1, batch, seq, d_model, requires_grad=True)

@@ -262,3 +262,53 @@ def test_attribution_patching_on_other_families(other_family):
     approx = patching.attribution_patch_heads(model, clean, corrupted, metric)
     assert approx.shape == exact.shape and torch.isfinite(approx).all()
     assert patching.pearson(exact, approx) > 0.5
+
+
+def _hand_patched(model, clean, corrupted, metric, hook_name, index):
+    """Metric of the clean run with ``hook_name`` (at ``index`` after the batch axes) taken from the corrupted run."""
+    _, corrupted_cache = model.run_with_cache(corrupted)
+
+    def put(act, hook):
+        act = act.clone()
+        act[(slice(None), slice(None)) + index] = corrupted_cache[hook_name][(slice(None), slice(None)) + index]
+        return act
+
+    return metric(model.run_with_hooks(clean, fwd_hooks=[(hook_name, put)])).item()
+
+
+@torch.no_grad()
+def test_edges_on_other_families_match_hand_patches(other_family):
+    """Corrupting every edge into one receiver equals feeding that receiver the corrupted run's input: this pins
+    down which senders each receiver reads (parallel MLPs skip their own layer; a key/value group is one receiver)."""
+    model, clean, corrupted, metric = other_family
+    graph = patching.ComputationalGraph.from_model(model)
+    masks = torch.stack([torch.zeros(len(graph.edges)), torch.ones(len(graph.edges))])
+    none, everything = patching.run_with_corrupted_edges(model, clean, corrupted, metric, graph, masks)
+    assert none.item() == pytest.approx(metric(model(clean)).item(), abs=1e-4)
+    assert everything.item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-4)
+    group = 2 // (graph.n_heads // (graph.n_kv_heads or graph.n_heads))
+    cases = {"m1": ("blocks.1.hook_mlp_out", ()),
+             graph.receiver_name(1, 2, "q"): ("blocks.1.attn.hook_q", (2,)),
+             graph.receiver_name(1, 2, "k"): ("blocks.1.attn.hook_k", (group,)),
+             graph.receiver_name(1, 2, "v"): ("blocks.1.attn.hook_v", (group,))}
+    receivers = [graph.receivers.index(name) for name in cases]
+    into = torch.stack([torch.tensor([float(r == receiver) for _, r in graph.edges]) for receiver in receivers])
+    got = patching.run_with_corrupted_edges(model, clean, corrupted, metric, graph, into)
+    for value, (name, (hook_name, index)) in zip(got, cases.items()):
+        assert value.item() == pytest.approx(_hand_patched(model, clean, corrupted, metric, hook_name, index),
+                                             abs=1e-4), name
+    exact = patching.edge_patching_scores(model, clean, corrupted, metric, graph)
+    approx = patching.edge_attribution_scores(model, clean, corrupted, metric, graph)
+    assert approx.shape == exact.shape == (len(graph.edges),)
+    assert patching.pearson(exact, approx) > 0.5
+
+
+def test_graphs_of_other_families():
+    parallel = patching.ComputationalGraph(n_layers=2, n_heads=2, has_mlp=True, parallel_mlp=True)
+    assert "a1.0->m1" not in parallel.edge_names and "a0.0->m1" in parallel.edge_names and "m0->a1.0.q" in parallel.edge_names
+    grouped = patching.ComputationalGraph(n_layers=2, n_heads=4, has_mlp=True, n_kv_heads=2)
+    assert grouped.receivers[:6] == ["a0.0.q", "a0.1.q", "a0.2.q", "a0.3.q", "a0.kv0.k", "a0.kv0.v"]
+    assert grouped.receiver_name(1, 3, "k") == "a1.kv1.k" and grouped.receiver_name(1, 3, "q") == "a1.3.q"
+    assert patching.edge_nodes("a0.1->a1.kv1.v") == ("a0.1", "a1.kv1")
+    with pytest.raises(ValueError, match="multiple of n_kv_heads"):
+        patching.ComputationalGraph(n_layers=1, n_heads=4, has_mlp=False, n_kv_heads=3)
