@@ -200,8 +200,10 @@ def full_ov_circuit(model, layer: int, head: int) -> FactoredMatrix:
     token ``s`` moves each output logit. A copying head has a dominant diagonal.
 
     Layer norms are left out (their scales are per-token constants that do not change a row's argmax).
+    Under grouped-query attention (Gemma) the head reads its group's shared ``W_V``.
     """
-    return FactoredMatrix(model.W_E, model.W_V[layer, head]) @ FactoredMatrix(model.W_O[layer, head], model.W_U)
+    value_head = head // (model.cfg.n_heads // model.W_V.shape[1])
+    return FactoredMatrix(model.W_E, model.W_V[layer, value_head]) @ FactoredMatrix(model.W_O[layer, head], model.W_U)
 
 
 def copying_accuracy(circuit: FactoredMatrix | Float[torch.Tensor, "src dst"],
