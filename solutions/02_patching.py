@@ -639,22 +639,31 @@ patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0] for layer 
 AttentionView(str_tokens, patterns, title=f"{MODEL_NAME}: '{ioi.describe(clean.tokens[0])}'")
 
 # %% [markdown]
-# ## 7. The same code on a GPT-2-shaped model
+# ## 7. The same code on GPT-2-, Pythia- and Gemma-shaped models
 #
-# Every library function here takes any TransformerLens model. Offline, a randomly initialised model of
-# GPT-2's architecture stands in for the real one (on Colab, `load_model("gpt2-small")` and prompts from
-# Wang et al. run through the same calls).
+# Every library function here takes any TransformerLens model. Offline, randomly initialised models of the
+# real architectures stand in for the real ones (on Colab, `load_model("gpt2-small")` and prompts from
+# Wang et al. run through the same calls). Two architectures change the graph itself:
+# - **Pythia** runs attention and MLP *in parallel* on the block's input, so an MLP cannot read its own
+#   layer's heads: there is no edge `a1.h->m1`;
+# - **Gemma** uses *grouped-query attention*: several heads share one key and one value input, so a key or
+#   value receiver is a group, `a1.kv0.k`, not a head.
 
 # %%
-from interplab.zoo import build_random_gpt2
+from interplab.zoo import build_random_model
 
-gpt2_shaped = build_random_gpt2(n_layers=2, d_model=64, n_heads=4)
 toy_clean = torch.randint(0, 128, (4, 10), generator=torch.Generator().manual_seed(0))
 toy_corrupted = toy_clean.clone()
 toy_corrupted[:, 3] = (toy_corrupted[:, 3] + 1) % 128
 toy_metric = patching.logit_diff_metric(torch.tensor([[1, 2]] * 4))
-print("head patching:", patching.activation_patch_heads(gpt2_shaped, toy_clean, toy_corrupted, toy_metric).shape)
-print("edge attribution scores:", patching.edge_attribution_scores(gpt2_shaped, toy_clean, toy_corrupted, toy_metric).shape)
+for family in ("gpt2", "pythia", "gemma"):
+    shaped = build_random_model(family, n_layers=2, d_model=64, n_heads=4)
+    shaped_graph = patching.ComputationalGraph.from_model(shaped)
+    heads = patching.activation_patch_heads(shaped, toy_clean, toy_corrupted, toy_metric)
+    eap = patching.edge_attribution_scores(shaped, toy_clean, toy_corrupted, toy_metric, shaped_graph)
+    print(f"{family:7s} head patching {tuple(heads.shape)}; {len(shaped_graph.edges)} edges; "
+          f"a1.0->m1 is an edge: {'a1.0->m1' in shaped_graph.edge_names}; "
+          f"layer-1 key receivers: {[r for r in shaped_graph.receivers if r.startswith('a1.') and r.endswith('.k')]}")
 
 # %% [markdown]
 # ## Summary
