@@ -38,7 +38,13 @@ CHANNELS = ("q", "k", "v")
 
 def logit_diff_metric(answers: Int[torch.Tensor, "batch 2"], position: int = -1) -> Metric:
     """Mean of logit(answers[:, 0]) - logit(answers[:, 1]) at ``position``: the IOI metric."""
+    if answers.ndim != 2 or answers.shape[1] != 2:
+        raise ValueError(f"answers must be [batch, 2] (correct, wrong) token ids, got shape {tuple(answers.shape)}")
+
     def metric(logits: Float[torch.Tensor, "batch seq vocab"]) -> Float[torch.Tensor, ""]:
+        if logits.ndim != 3 or logits.shape[0] != answers.shape[0]:
+            raise ValueError(f"this metric holds answers for {answers.shape[0]} prompts but got logits of shape "
+                             f"{tuple(logits.shape)}: build one metric per prompt batch")
         picked = logits[:, position].gather(-1, answers.to(logits.device))
         return (picked[:, 0] - picked[:, 1]).mean()
 

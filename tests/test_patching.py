@@ -24,6 +24,10 @@ def test_logit_diff_metric():
     logits[0, -1, 1], logits[1, -1, 4] = 2.0, -1.0
     metric = patching.logit_diff_metric(torch.tensor([[1, 0], [3, 4]]))
     assert metric(logits).item() == pytest.approx((2.0 + 1.0) / 2)
+    with pytest.raises(ValueError, match="answers for 2 prompts but got logits of shape \\(3, 3, 5\\)"):
+        metric(torch.zeros(3, 3, 5))
+    with pytest.raises(ValueError, match="answers must be \\[batch, 2\\]"):
+        patching.logit_diff_metric(torch.tensor([1, 0]))
 
 
 # both plans: one pass over every position, and a pass that stops at the last block's z plus a finishing call
