@@ -222,7 +222,7 @@ def copying_accuracy(circuit: FactoredMatrix | Float[torch.Tensor, "src dst"],
             rows = circuit.A[rows_ids] @ circuit.B[:, ids]
         else:
             rows = circuit[rows_ids][:, ids]
-        hits += (rows.argmax(-1) == torch.arange(start, start + len(rows_ids))).sum().item()
+        hits += (rows.argmax(-1) == torch.arange(start, start + len(rows_ids), device=rows.device)).sum().item()
     return hits / len(ids)
 
 

@@ -3,6 +3,7 @@
 Every function takes any TransformerLens 4.x model (a zoo model or GPT-2 through
 ``TransformerBridge``) and a ``metric``: a function from logits ``[batch, seq, vocab]``
 to a scalar (for example the mean logit difference). It uses hook names and ``W_O`` only.
+The maps and scores come back on the CPU, ready to plot, whatever device the model runs on.
 
 Why it is fast: patching one component per forward pass wastes the CPU on tiny
 matrices and computes logits nobody reads. Here the prompts are repeated once per
@@ -126,6 +127,7 @@ def _shortcut_works(model) -> bool:
     if architecture not in _SHORTCUT_WORKS:
         seq = min(8, model.cfg.n_ctx)
         tokens = torch.randint(0, model.cfg.d_vocab, (2, seq), generator=torch.Generator().manual_seed(0))
+        tokens = tokens.to(next(model.parameters()).device)
         with torch.no_grad():
             full = model(tokens)[:, [seq - 1]]
             short = _finish_last_block(model, *_run_and_capture_last_block(model, tokens, [], [seq - 1]))
@@ -254,9 +256,9 @@ def _ordered(values: list[torch.Tensor], order: list[int], constant: list[int], 
              ) -> Float[torch.Tensor, " patch"]:
     out = torch.empty(n)
     for i, value in zip(order, values):
-        out[i] = value
+        out[i] = float(value)  # maps live on the CPU, ready to plot, whatever device the model is on
     for i in constant:
-        out[i] = constant_value
+        out[i] = float(constant_value)
     return out
 
 
@@ -312,7 +314,7 @@ def activation_patch_heads_loop(model, clean_tokens: Tokens, corrupted_tokens: T
                 return z
 
             logits = model.run_with_hooks(corrupted_tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", restore)])
-            out[layer, head] = metric(logits)
+            out[layer, head] = metric(logits).item()
     return out
 
 
@@ -345,7 +347,7 @@ def attribution_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Token
     base, corrupt, grads = _grads_at(model, corrupted_tokens, metric, names)
     per = torch.stack([((clean[n] - corrupt[n]) * grads[n]).sum(dim=(0, -1)) for n in names])  # layer pos head
     per = per.transpose(1, 2)
-    return base + (per if per_position else per.sum(-1))
+    return (base + (per if per_position else per.sum(-1))).cpu()
 
 
 def attribution_patch_resid(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric
@@ -354,7 +356,7 @@ def attribution_patch_resid(model, clean_tokens: Tokens, corrupted_tokens: Token
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
     clean = _clean_acts(model, clean_tokens, names)
     base, corrupt, grads = _grads_at(model, corrupted_tokens, metric, names)
-    return base + torch.stack([((clean[n] - corrupt[n]) * grads[n]).sum(dim=(0, -1)) for n in names])
+    return (base + torch.stack([((clean[n] - corrupt[n]) * grads[n]).sum(dim=(0, -1)) for n in names])).cpu()
 
 
 # ---------------------------------------------------------------- the computational graph
@@ -456,7 +458,7 @@ class ComputationalGraph:
     def top_edges(self, scores: Float[torch.Tensor, " edge"], k: int) -> Bool[torch.Tensor, " edge"]:
         """Mask of the ``k`` edges with the largest |score|."""
         mask = torch.zeros(len(self.edges), dtype=torch.bool)
-        mask[scores.abs().topk(min(k, len(self.edges))).indices] = True
+        mask[scores.abs().topk(min(k, len(self.edges))).indices.cpu()] = True
         return mask
 
     def dense(self, edge_values: Float[torch.Tensor, "*runs edge"]) -> Float[torch.Tensor, "*runs receiver sender"]:
@@ -503,7 +505,7 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
     copy_of = {(channel, index): 1 + j for j, (_, channel, index) in enumerate(attention)}
     n_copies = 1 + n_attn + (1 if graph.has_mlp else 0)
     mlp_copy = n_attn + 1
-    weights = graph.dense(corrupted_edges.to(corrupt_out.dtype))  # run receiver sender
+    weights = graph.dense(corrupted_edges.to(corrupt_out))  # run receiver sender, on the model's device
     current: list[torch.Tensor] = []  # sender outputs of the real run, [run, batch, pos, d_model] each
     receivers_per_layer = n_attn + (1 if graph.has_mlp else 0)
 
@@ -609,7 +611,7 @@ def run_with_corrupted_edges(model, clean_tokens: Tokens, corrupted_tokens: Toke
     chunk = max(1, max_batch // (clean_tokens.shape[0] * per_run))
     masks = corrupted_edges.float()
     return torch.cat([_run_with_edges(model, clean_tokens, corrupt_out, graph, masks[i:i + chunk], metric)
-                      for i in _progress(range(0, masks.shape[0], chunk), "edge runs")])
+                      for i in _progress(range(0, masks.shape[0], chunk), "edge runs")]).cpu()
 
 
 def edge_patching_scores(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
@@ -649,7 +651,7 @@ def path_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metr
                     where.append((r, c, layer, head))
     if names:
         scores = edge_patching_scores(model, clean_tokens, corrupted_tokens, metric, graph, names, max_batch)
-        for (r, c, layer, head), score in zip(where, scores):
+        for (r, c, layer, head), score in zip(where, scores.tolist()):
             out[r, c, layer, head] = score
     return out
 
@@ -666,11 +668,11 @@ def edge_attribution_scores(model, clean_tokens: Tokens, corrupted_tokens: Token
     clean_out = _sender_outputs(model, clean_tokens, graph)
     batch, seq, d_model = clean_tokens.shape[0], clean_tokens.shape[1], corrupt_out.shape[-1]
     n_attn = len(graph.attention_receivers(0))
-    probes = {f"heads{l}": torch.zeros(1, n_attn, batch, seq, d_model, requires_grad=True)
-              for l in range(graph.n_layers)}
+    like = {"device": corrupt_out.device, "dtype": corrupt_out.dtype, "requires_grad": True}
+    probes = {f"heads{l}": torch.zeros(1, n_attn, batch, seq, d_model, **like) for l in range(graph.n_layers)}
     if graph.has_mlp:
-        probes.update({f"mlp{l}": torch.zeros(1, batch, seq, d_model, requires_grad=True) for l in range(graph.n_layers)})
-    probes["logits"] = torch.zeros(1, batch, seq, d_model, requires_grad=True)
+        probes.update({f"mlp{l}": torch.zeros(1, batch, seq, d_model, **like) for l in range(graph.n_layers)})
+    probes["logits"] = torch.zeros(1, batch, seq, d_model, **like)
     with torch.enable_grad():
         value = _run_with_edges(model, clean_tokens, corrupt_out, graph, torch.zeros(1, len(graph.edges)), metric,
                                 probes)[0]
@@ -687,7 +689,7 @@ def edge_attribution_scores(model, clean_tokens: Tokens, corrupted_tokens: Token
     s_idx = torch.tensor([s for s, _ in graph.edges])
     r_idx = torch.tensor([r for _, r in graph.edges])
     pair = torch.einsum("rbpd,sbpd->rs", g, diff)
-    return pair[r_idx, s_idx].detach()
+    return pair[r_idx, s_idx].detach().cpu()
 
 
 def circuit_faithfulness(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
@@ -709,7 +711,7 @@ def faithfulness_curve(model, clean_tokens: Tokens, corrupted_tokens: Tokens, me
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     """Pearson correlation of two maps of the same shape (NaNs dropped)."""
-    x, y = x.flatten().float(), y.flatten().float()
+    x, y = x.detach().flatten().float().cpu(), y.detach().flatten().float().cpu()
     keep = ~(x.isnan() | y.isnan())
     return torch.corrcoef(torch.stack([x[keep], y[keep]]))[0, 1].item()
 
