@@ -68,8 +68,14 @@ def _progress(chunks, desc: str):
 def declared_positions(metric: Metric, seq: int) -> list[int] | None:
     """The sequence positions whose logits ``metric`` reads (its ``positions`` attribute), or None if unknown."""
     positions = getattr(metric, "positions", None)
-    if positions is None:
-        return None
+    return None if positions is None else _in_range(positions, seq)
+
+
+def _in_range(positions: Sequence[int], seq: int) -> list[int]:
+    """Positions as sorted indices in ``[0, seq)``; negative ones count from the end, as in Python."""
+    bad = [p for p in positions if not -seq <= int(p) < seq]
+    if bad:
+        raise ValueError(f"metric positions {bad} are outside a sequence of {seq} tokens")
     return sorted({int(p) % seq for p in positions})
 
 
@@ -165,9 +171,8 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
     batch, seq = clean_tokens.shape
     last = model.cfg.n_layers - 1
     hook_name = {"resid_pre": "blocks.{}.hook_resid_pre", "z": "blocks.{}.attn.hook_z"}[site].format
-    positions = list(metric_positions) if metric_positions is not None else declared_positions(metric, seq)
+    positions = _in_range(metric_positions, seq) if metric_positions is not None else declared_positions(metric, seq)
     if positions is not None:
-        positions = sorted({int(p) % seq for p in positions})
         if (2 + len(patches)) * batch * seq <= ONE_PASS_MAX_TOKENS or not _shortcut_works(model):
             positions = None  # small enough that the finishing call costs more than it saves
     finish_only = [positions is not None and site == "z" and layer == last for layer, _ in patches]
@@ -203,7 +208,7 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
         logits = [out.view(-1, batch, *out.shape[1:]) for out in pass_outputs]
         corrupted_value = metric(logits[0][1])
         values = [metric(out[row]) for out, chunk in zip(logits, chunks) for row in range(2, 2 + len(chunk))]
-        return _ordered(values, in_pass, [], [], len(patches)), corrupted_value.item()
+        return _ordered(values, in_pass, [], None, len(patches)), corrupted_value.item()
 
     # finishing step: the corrupted row, every in-pass copy, and the last-block heads built from the first chunk
     resid = [r.view(-1, batch, *r.shape[1:]) for r, _ in pass_outputs]
@@ -241,9 +246,7 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
 
     corrupted_value = measure(per_copy[0])
     values = [measure(per_copy[row]) for row in range(1, per_copy.shape[0])]
-    n_in_pass = len(in_pass)
-    return (_ordered(values[:n_in_pass] + values[n_in_pass:], in_pass + finished_heads, constant, corrupted_value,
-                     len(patches)), corrupted_value.item())
+    return _ordered(values, in_pass + finished_heads, constant, corrupted_value, len(patches)), corrupted_value.item()
 
 
 def _finish_in_chunks(model, resid_pre: torch.Tensor, z: torch.Tensor, max_batch: int) -> torch.Tensor:
@@ -718,6 +721,7 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 
 __all__ = ["CHANNELS", "ComputationalGraph", "Metric", "activation_patch_heads",
            "activation_patch_heads_loop", "activation_patch_resid", "attribution_patch_heads",
-           "attribution_patch_resid", "circuit_faithfulness", "edge_attribution_scores", "edge_nodes",
-           "edge_patching_scores", "faithfulness_curve", "logit_diff_metric", "declared_positions", "patch_and_measure", "path_patch_heads",
-           "pearson", "restored_fraction", "run_with_corrupted_edges"]
+           "attribution_patch_resid", "circuit_faithfulness", "declared_positions",
+           "edge_attribution_scores", "edge_nodes", "edge_patching_scores", "faithfulness_curve",
+           "logit_diff_metric", "patch_and_measure", "path_patch_heads", "pearson", "restored_fraction",
+           "run_with_corrupted_edges"]

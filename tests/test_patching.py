@@ -125,6 +125,8 @@ def test_patching_errors_say_how_to_fix(setup, monkeypatch):
 
     with pytest.raises(ValueError, match="outside the positions it declares"):
         patching.activation_patch_heads(model, clean, corrupted, _reads_two_positions(metric))
+    with pytest.raises(ValueError, match=r"metric positions \[8\] are outside a sequence of 8 tokens"):
+        patching.activation_patch_heads(model, clean, corrupted, metric, metric_positions=[8])
     with pytest.raises(ValueError, match="same shape"):
         patching.activation_patch_heads(model, clean, corrupted[:, :-1], metric)
 
@@ -309,7 +311,8 @@ def test_edges_on_other_families_match_hand_patches(other_family):
 
 def test_graphs_of_other_families():
     parallel = patching.ComputationalGraph(n_layers=2, n_heads=2, has_mlp=True, parallel_mlp=True)
-    assert "a1.0->m1" not in parallel.edge_names and "a0.0->m1" in parallel.edge_names and "m0->a1.0.q" in parallel.edge_names
+    names = parallel.edge_names
+    assert "a1.0->m1" not in names and "a0.0->m1" in names and "m0->a1.0.q" in names
     grouped = patching.ComputationalGraph(n_layers=2, n_heads=4, has_mlp=True, n_kv_heads=2)
     assert grouped.receivers[:6] == ["a0.0.q", "a0.1.q", "a0.2.q", "a0.3.q", "a0.kv0.k", "a0.kv0.v"]
     assert grouped.receiver_name(1, 3, "k") == "a1.kv1.k" and grouped.receiver_name(1, 3, "q") == "a1.3.q"
