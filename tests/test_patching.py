@@ -154,14 +154,19 @@ def test_graph_shape():
         graph.edge_mask(["a1.0->a0.0.q"])
 
 
-@torch.no_grad()
-def test_edge_runs_interpolate_clean_and_corrupted(setup):
-    model, clean, corrupted, metric = setup
-    graph = patching.ComputationalGraph.from_model(model)
+def assert_edge_runs_reach_clean_and_corrupted(model, clean, corrupted, metric, graph):
+    """No edge corrupted is the clean run; every edge corrupted is the corrupted run."""
     masks = torch.stack([torch.zeros(len(graph.edges)), torch.ones(len(graph.edges))])
     none, everything = patching.run_with_corrupted_edges(model, clean, corrupted, metric, graph, masks)
     assert none.item() == pytest.approx(metric(model(clean)).item(), abs=1e-4)
     assert everything.item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-4)
+
+
+@torch.no_grad()
+def test_edge_runs_interpolate_clean_and_corrupted(setup):
+    model, clean, corrupted, metric = setup
+    graph = patching.ComputationalGraph.from_model(model)
+    assert_edge_runs_reach_clean_and_corrupted(model, clean, corrupted, metric, graph)
 
 
 @torch.no_grad()
@@ -288,10 +293,7 @@ def test_edges_on_other_families_match_hand_patches(other_family):
     down which senders each receiver reads (parallel MLPs skip their own layer; a key/value group is one receiver)."""
     model, clean, corrupted, metric = other_family
     graph = patching.ComputationalGraph.from_model(model)
-    masks = torch.stack([torch.zeros(len(graph.edges)), torch.ones(len(graph.edges))])
-    none, everything = patching.run_with_corrupted_edges(model, clean, corrupted, metric, graph, masks)
-    assert none.item() == pytest.approx(metric(model(clean)).item(), abs=1e-4)
-    assert everything.item() == pytest.approx(metric(model(corrupted)).item(), abs=1e-4)
+    assert_edge_runs_reach_clean_and_corrupted(model, clean, corrupted, metric, graph)
     group = 2 // (graph.n_heads // (graph.n_kv_heads or graph.n_heads))
     cases = {"m1": ("blocks.1.hook_mlp_out", ()),
              graph.receiver_name(1, 2, "q"): ("blocks.1.attn.hook_q", (2,)),
