@@ -144,6 +144,28 @@ def _shortcut_works(model) -> bool:
     return _SHORTCUT_WORKS[architecture]
 
 
+def _finishing_positions(model, metric: Metric, metric_positions: Sequence[int] | None, seq: int,
+                         tokens_in_pass: int) -> list[int] | None:
+    """The positions a pass may stop and finish at, or None for one pass over every position."""
+    positions = _in_range(metric_positions, seq) if metric_positions is not None else declared_positions(metric, seq)
+    if positions is None or tokens_in_pass <= ONE_PASS_MAX_TOKENS or not _shortcut_works(model):
+        return None  # unknown positions, or small enough that the finishing call costs more than it saves
+    return positions
+
+
+def _metric_at(metric: Metric, logits_at: Float[torch.Tensor, "batch read vocab"], positions: list[int], seq: int
+               ) -> Float[torch.Tensor, ""]:
+    """The metric of logits known only at ``positions``: the rest are NaN, so a metric reading them fails loudly."""
+    full = logits_at.new_full((logits_at.shape[0], seq, logits_at.shape[-1]), float("nan"))
+    full[:, positions] = logits_at
+    value = metric(full)
+    if value.isnan():
+        raise ValueError(f"the metric is NaN: it reads logits outside the positions it declares ({positions}), "
+                         "or the model produced NaN; set the metric's `positions` to every position it reads, "
+                         "or pass metric_positions")
+    return value
+
+
 @torch.no_grad()
 def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric, site: str,
                       patches: Sequence[tuple[int, tuple]], max_batch: int = 4096,
@@ -171,10 +193,7 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
     batch, seq = clean_tokens.shape
     last = model.cfg.n_layers - 1
     hook_name = {"resid_pre": "blocks.{}.hook_resid_pre", "z": "blocks.{}.attn.hook_z"}[site].format
-    positions = _in_range(metric_positions, seq) if metric_positions is not None else declared_positions(metric, seq)
-    if positions is not None:
-        if (2 + len(patches)) * batch * seq <= ONE_PASS_MAX_TOKENS or not _shortcut_works(model):
-            positions = None  # small enough that the finishing call costs more than it saves
+    positions = _finishing_positions(model, metric, metric_positions, seq, (2 + len(patches)) * batch * seq)
     finish_only = [positions is not None and site == "z" and layer == last for layer, _ in patches]
     in_pass = [i for i, only in enumerate(finish_only) if not only]
 
@@ -233,19 +252,8 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
         finished_heads.append(i)
     logits = _finish_in_chunks(model, torch.cat(finish_resid), torch.cat(finish_z), max_batch)
     per_copy = logits.view(-1, batch, *logits.shape[1:])
-    full = per_copy.new_full((batch, seq, per_copy.shape[-1]), float("nan"))
-
-    def measure(at_positions):
-        full[:, positions] = at_positions
-        value = metric(full)
-        if value.isnan():
-            raise ValueError(f"the metric is NaN: it reads logits outside the positions it declares ({positions}), "
-                             "or the model produced NaN; set the metric's `positions` to every position it reads, "
-                             "or pass metric_positions")
-        return value
-
-    corrupted_value = measure(per_copy[0])
-    values = [measure(per_copy[row]) for row in range(1, per_copy.shape[0])]
+    corrupted_value = _metric_at(metric, per_copy[0], positions, seq)
+    values = [_metric_at(metric, per_copy[row], positions, seq) for row in range(1, per_copy.shape[0])]
     return _ordered(values, in_pass + finished_heads, constant, corrupted_value, len(patches)), corrupted_value.item()
 
 
@@ -500,6 +508,9 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
     is taken from that copy. MLPs do the same through ``hook_resid_mid`` / ``hook_mlp_out``.
     ``probes`` (zeros with ``requires_grad``) are added to each receiver's input so their
     gradients are the receivers' input gradients: edge attribution patching.
+
+    Without probes, a large run stops at the last block's ``z`` and finishes only the positions
+    the metric reads, as ``patch_and_measure`` does.
     """
     n_runs, batch = corrupted_edges.shape[0], clean_tokens.shape[0]
     n_layers = graph.n_layers
@@ -510,6 +521,7 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
     mlp_copy = n_attn + 1
     weights = graph.dense(corrupted_edges.to(corrupt_out))  # run receiver sender, on the model's device
     current: list[torch.Tensor] = []  # sender outputs of the real run, [run, batch, pos, d_model] each
+    corrupted = {"out": corrupt_out}  # the corrupted senders, cut to the finishing positions for the last step
     receivers_per_layer = n_attn + (1 if graph.has_mlp else 0)
 
     def delta(receiver_slice: slice) -> torch.Tensor:
@@ -517,7 +529,7 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
         if not current:
             return torch.zeros(())
         n = len(current)
-        diff = torch.stack(current, dim=1) - corrupt_out[:n]  # run sender batch pos d
+        diff = torch.stack(current, dim=1) - corrupted["out"][:n]  # run sender batch pos d
         return torch.einsum("rjs,rsbpd->rjbpd", weights[:, receiver_slice, :n], diff)
 
     def split(x: torch.Tensor) -> torch.Tensor:
@@ -589,19 +601,30 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
             main = main + probes["logits"]
         return torch.cat([main[:, None], x[:, 1:]], dim=1).flatten(0, 2)
 
-    hooks = []
+    hooks, after_z = [], []  # after_z: the hooks of the last block that come after its attention
     for layer in range(n_layers):
         hooks.append((f"blocks.{layer}.hook_resid_pre", resid_pre(layer)))
         hooks += [(f"blocks.{layer}.attn.hook_{c}", qkv(c)) for c in CHANNELS]
         hooks.append((f"blocks.{layer}.attn.hook_z", z_hook(layer)))
+        later = hooks if layer < n_layers - 1 else after_z
         if graph.has_mlp and not graph.parallel_mlp:
-            hooks.append((f"blocks.{layer}.hook_resid_mid", resid_mid(layer)))
+            later.append((f"blocks.{layer}.hook_resid_mid", resid_mid(layer)))
         if graph.has_mlp:
-            hooks.append((f"blocks.{layer}.hook_mlp_out", mlp_out(layer)))
-    hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", final))
+            later.append((f"blocks.{layer}.hook_mlp_out", mlp_out(layer)))
+    after_z.append((f"blocks.{n_layers - 1}.hook_resid_post", final))
     tokens = clean_tokens.repeat(n_runs * n_copies, 1)
-    logits = split(model.run_with_hooks(tokens, fwd_hooks=hooks))[:, 0]
-    return torch.stack([metric(logits[r]) for r in range(n_runs)])
+    seq = tokens.shape[1]
+    positions = None if probes is not None else _finishing_positions(model, metric, None, seq, tokens.numel())
+    if positions is None:
+        logits = split(model.run_with_hooks(tokens, fwd_hooks=hooks + after_z))[:, 0]
+        return torch.stack([metric(logits[r]) for r in range(n_runs)])
+    # the last block's attention needs every position; from its z on, only the metric's positions matter
+    resid_at, z_at = _run_and_capture_last_block(model, tokens, hooks, positions)
+    current[:] = [out[:, :, positions] for out in current]
+    corrupted["out"] = corrupt_out[:, :, positions]
+    logits = split(model.run_with_hooks(resid_at, start_at_layer=n_layers - 1, fwd_hooks=[
+        (f"blocks.{n_layers - 1}.attn.hook_z", lambda z, hook: z_at)] + after_z))[:, 0]
+    return torch.stack([_metric_at(metric, logits[r], positions, seq) for r in range(n_runs)])
 
 
 @torch.no_grad()

@@ -163,14 +163,14 @@ def assert_edge_runs_reach_clean_and_corrupted(model, clean, corrupted, metric, 
 
 
 @torch.no_grad()
-def test_edge_runs_interpolate_clean_and_corrupted(setup):
+def test_edge_runs_interpolate_clean_and_corrupted(setup, plan):
     model, clean, corrupted, metric = setup
     graph = patching.ComputationalGraph.from_model(model)
     assert_edge_runs_reach_clean_and_corrupted(model, clean, corrupted, metric, graph)
 
 
 @torch.no_grad()
-def test_edge_patching_equals_hand_written_path_patch(setup):
+def test_edge_patching_equals_hand_written_path_patch(setup, plan):
     """Corrupting the edge embed -> logits equals adding (corrupted - clean) embedding to the final residual."""
     model, clean, corrupted, metric = setup
     graph = patching.ComputationalGraph.from_model(model)
@@ -288,7 +288,7 @@ def _hand_patched(model, clean, corrupted, metric, hook_name, index):
 
 
 @torch.no_grad()
-def test_edges_on_other_families_match_hand_patches(other_family):
+def test_edges_on_other_families_match_hand_patches(other_family, plan):
     """Corrupting every edge into one receiver equals feeding that receiver the corrupted run's input: this pins
     down which senders each receiver reads (parallel MLPs skip their own layer; a key/value group is one receiver)."""
     model, clean, corrupted, metric = other_family
