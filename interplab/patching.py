@@ -8,7 +8,7 @@ The maps and scores come back on the CPU, ready to plot, whatever device the mod
 Why it is fast: patching one component per forward pass wastes the CPU on tiny
 matrices and computes logits nobody reads. Here the prompts are repeated once per
 component and every copy patches its own component, all in one forward pass (split in
-chunks of at most ``max_batch`` sequences) that also holds the clean prompts the copies
+chunks of about ``max_batch`` sequences) that also holds the clean prompts the copies
 take their clean values from; the pass finishes only the positions the metric reads
 (``patch_and_measure``).
 
