@@ -150,7 +150,7 @@ def test_every_function_runs_on_a_random_gpt2(gpt2):
 
 @pytest.mark.parametrize("family", ["pythia", "gemma"])
 def test_every_function_runs_on_other_families(family):
-    """Pythia (rotary, parallel attention and MLP) and Gemma (RMSNorm, one key/value head shared by four)."""
+    """Pythia (rotary, parallel attention and MLP) and Gemma (RMSNorm, each key/value head shared by two heads)."""
     model = zoo.build_random_model(family, n_layers=2, d_model=64, n_heads=4, d_vocab=100, n_ctx=32)
     tokens = torch.randint(0, 100, (3, 1 + 2 * 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -162,7 +162,8 @@ def test_every_function_runs_on_other_families(family):
         dla = circuits.head_direct_logit_attribution(model, cache, tokens)
         assert dla.shape == (2, 4, 3, 16) and torch.isfinite(dla).all()
         ov = circuits.full_ov_circuit(model, 1, 3)
-        value_head = 3 // (4 // model.W_V.shape[1])  # Gemma: every head shares key/value head 0
+        value_head = 3 // (4 // model.W_V.shape[1])  # Gemma: heads 2 and 3 share key/value head 1
+        assert model.W_V.shape[1] == (2 if family == "gemma" else 4)
         by_hand = model.W_E @ model.W_V[1, value_head] @ model.W_O[1, 3] @ model.W_U
         torch.testing.assert_close(ov.AB, by_hand, atol=1e-4, rtol=1e-3)
         assert circuits.composition_scores(model, "K").shape == (2, 4, 2, 4)

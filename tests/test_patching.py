@@ -242,7 +242,7 @@ def test_attention_only_graph_has_no_mlp_nodes():
 
 @pytest.fixture(scope="module", params=["pythia", "gemma"])
 def other_family(request):
-    """Random models of the other real families: rotary + parallel attention/MLP, and RMSNorm + one shared KV head."""
+    """Random models of the other real families: rotary + parallel attention/MLP, and RMSNorm + two KV groups."""
     model = build_random_model(request.param, n_layers=2, d_model=32, n_heads=4, d_vocab=64, n_ctx=16, seed=1)
     generator = torch.Generator().manual_seed(0)
     clean = torch.randint(0, 64, (3, 7), generator=generator)

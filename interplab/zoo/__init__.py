@@ -126,8 +126,8 @@ def build_random_model(family: str = "gpt2", n_layers: int = 2, d_model: int = 6
 
     Tests and learners use it to check that analysis code written on the zoo runs unchanged on the
     real-model path (``boot_transformers``): ``"gpt2"`` (learned positions, LayerNorm), ``"pythia"``
-    (GPT-NeoX: rotary, parallel attention and MLP) and ``"gemma"`` (RMSNorm, rotary, one shared
-    key/value head: grouped-query attention).
+    (GPT-NeoX: rotary, parallel attention and MLP) and ``"gemma"`` (RMSNorm, rotary, grouped-query
+    attention: each key/value head is shared by two query heads).
     """
     import tempfile
 
@@ -151,7 +151,7 @@ def build_random_model(family: str = "gpt2", n_layers: int = 2, d_model: int = 6
         model_class = transformers.GPTNeoXForCausalLM
     else:
         config = transformers.GemmaConfig(num_hidden_layers=n_layers, hidden_size=d_model,
-                                          num_attention_heads=n_heads, num_key_value_heads=1,
+                                          num_attention_heads=n_heads, num_key_value_heads=max(1, n_heads // 2),
                                           head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                                           vocab_size=d_vocab, max_position_embeddings=n_ctx)
         model_class = transformers.GemmaForCausalLM
