@@ -436,6 +436,11 @@ class ComputationalGraph:
         return ([(f"a{layer}.{head}.q", "q", head) for head in range(self.n_heads)]
                 + [(f"a{layer}.kv{group}.{c}", c, group) for group in range(self.n_kv_heads) for c in ("k", "v")])
 
+    @property
+    def receivers_per_layer(self) -> int:
+        """Attention inputs plus the MLP: also how many copies of each prompt an edge run holds besides the real one."""
+        return len(self.attention_receivers(0)) + int(self.has_mlp)
+
     def receiver_name(self, layer: int, head: int, channel: str) -> str:
         """The receiver through which head ``layer.head`` reads its ``channel`` input."""
         if self.grouped and channel != "q":
@@ -517,12 +522,12 @@ def _run_with_edges(model, clean_tokens: Tokens, corrupt_out: Float[torch.Tensor
     attention = graph.attention_receivers(0)  # the same layout in every layer
     n_attn = len(attention)
     copy_of = {(channel, index): 1 + j for j, (_, channel, index) in enumerate(attention)}
-    n_copies = 1 + n_attn + (1 if graph.has_mlp else 0)
+    n_copies = 1 + graph.receivers_per_layer
     mlp_copy = n_attn + 1
     weights = graph.dense(corrupted_edges.to(corrupt_out))  # run receiver sender, on the model's device
     current: list[torch.Tensor] = []  # sender outputs of the real run, [run, batch, pos, d_model] each
     corrupted = {"out": corrupt_out}  # the corrupted senders, cut to the finishing positions for the last step
-    receivers_per_layer = n_attn + (1 if graph.has_mlp else 0)
+    receivers_per_layer = graph.receivers_per_layer
 
     def delta(receiver_slice: slice) -> torch.Tensor:
         """Sum over corrupted edges of (current - corrupted) sender output, for a slice of receivers."""
@@ -633,8 +638,7 @@ def run_with_corrupted_edges(model, clean_tokens: Tokens, corrupted_tokens: Toke
                              max_batch: int = 4096) -> Float[torch.Tensor, " run"]:
     """Metric of the clean run with a set of edges corrupted, one set per run, batched."""
     corrupt_out = _sender_outputs(model, corrupted_tokens, graph)
-    per_run = 1 + len(graph.attention_receivers(0)) + int(graph.has_mlp)
-    chunk = max(1, max_batch // (clean_tokens.shape[0] * per_run))
+    chunk = max(1, max_batch // (clean_tokens.shape[0] * (1 + graph.receivers_per_layer)))
     masks = corrupted_edges.float()
     return torch.cat([_run_with_edges(model, clean_tokens, corrupt_out, graph, masks[i:i + chunk], metric)
                       for i in _progress(range(0, masks.shape[0], chunk), "edge runs")]).cpu()
