@@ -167,28 +167,112 @@ def head_ablation_losses(model, tokens: Int[torch.Tensor, "batch seq"], half_len
 def head_outputs(model, cache: ActivationCache) -> Float[torch.Tensor, "layer head batch seq d_model"]:
     """What each head adds to the residual stream: ``hook_z @ W_O`` (the shared bias ``b_O`` left out)."""
     z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"] for layer in range(model.cfg.n_layers)])
-    return torch.einsum("lbphd,lhdm->lhbpm", z, model.W_O)
+    return torch.einsum("lbphd,lhdm->lhbpm", z, model.W_O.to(z.dtype))
+
+
+def residual_components(model, cache: ActivationCache) -> tuple[list[str], Float[torch.Tensor, "component batch seq d_model"]]:
+    """Everything written to the final residual stream, one component at a time; they sum to it exactly.
+
+    Names: ``embed`` (token and position embeddings, as ``blocks.0.hook_resid_pre`` holds them),
+    each head ``a{l}.{h}`` (``z @ W_O``), each layer's attention bias ``a{l}.b_O`` (what
+    ``hook_attn_out`` adds beyond its heads: ``b_O``, zero for models without one) and each MLP
+    ``m{l}``. Works for sequential and parallel (Pythia) blocks alike, since both add
+    ``hook_attn_out`` and ``hook_mlp_out`` to the stream.
+    """
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    needed = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.{name}" for l in range(n_layers)
+                                            for name in ("attn.hook_z", "hook_attn_out", "hook_mlp_out")
+                                            if name != "hook_mlp_out" or not model.cfg.attn_only]
+    missing = [name for name in needed if name not in cache.keys()]
+    if missing:
+        raise ValueError(f"the cache lacks {missing[:3]}{' ...' if len(missing) > 3 else ''}: run "
+                         "model.run_with_cache(tokens) without a names_filter")
+    heads = head_outputs(model, cache)
+    names, parts = ["embed"], [cache["blocks.0.hook_resid_pre"]]
+    for layer in range(n_layers):
+        names += [f"a{layer}.{head}" for head in range(n_heads)] + [f"a{layer}.b_O"]
+        parts += list(heads[layer]) + [cache[f"blocks.{layer}.hook_attn_out"] - heads[layer].sum(0)]
+        if not model.cfg.attn_only:
+            names.append(f"m{layer}")
+            parts.append(cache[f"blocks.{layer}.hook_mlp_out"])
+    return names, torch.stack(parts)
+
+
+def final_norm_affine(model) -> tuple[Float[torch.Tensor, " d_model"], Float[torch.Tensor, " d_model"]]:
+    """The final norm's effective per-dimension weight and bias: ``ln_final(x) = normalised(x) * weight + bias``.
+
+    Read from the module's behaviour rather than its parameters, so it holds whatever the convention:
+    LayerNorm, RMSNorm, Gemma's ``1 + weight``, or a folded norm (weight 1, bias 0). Probed with a
+    large zero-mean vector of +-c, whose normalised form is +-1 under LayerNorm and RMSNorm alike.
+    """
+    d_model = model.cfg.d_model
+    signs = torch.tensor([(-1.0) ** i for i in range(d_model)])
+    if d_model % 2:  # odd width: make the mean zero again without a zero entry
+        signs[:3] = torch.tensor([1.0, 1.0, -2.0])
+    rms = signs.pow(2).mean().sqrt()
+    parameter = next(model.parameters())
+    probe = torch.stack([torch.zeros(d_model), signs * 1e3])[None].to(parameter.device, parameter.dtype)
+    with torch.no_grad():
+        out = model.ln_final(probe)[0].float()
+    bias = out[0]
+    return (out[1] - bias) * rms / signs.to(out.device), bias
+
+
+def logit_attribution(model, cache: ActivationCache, correct: Int[torch.Tensor, "batch pos"],
+                      wrong: Int[torch.Tensor, "batch pos"] | None = None, positions=slice(None)
+                      ) -> tuple[list[str], Float[torch.Tensor, "component batch pos"]]:
+    """Direct logit attribution along ``W_U[:, correct] - W_U[:, wrong]`` (or ``W_U[:, correct]``), every component.
+
+    The one recipe of the course. Frozen at the scale the cache recorded, the final norm is linear:
+    each component of :func:`residual_components` is centred (LayerNorm only), divided by
+    ``ln_final.hook_scale``, multiplied by the norm's weight and dotted with the direction. The norm's
+    bias and ``b_U`` along the direction are one more component, ``final_bias``, so the components sum
+    to the logit (difference) the model produced. ``positions`` picks the cache positions (a slice or
+    a list) matching the last axis of ``correct``; ``correct[b, p]`` is read at ``positions[p]``.
+    Direct only: what a component does through later components is not counted here.
+    """
+    names, parts = residual_components(model, cache)
+    parts = parts[:, :, positions]
+    if tuple(parts.shape[1:3]) != tuple(correct.shape):
+        raise ValueError(f"correct must be [batch, pos] for the {tuple(parts.shape[1:3])} (batch, positions) picked "
+                         f"from the cache, got {tuple(correct.shape)}")
+    if wrong is not None and wrong.shape != correct.shape:
+        raise ValueError(f"wrong must have the shape of correct {tuple(correct.shape)}, got {tuple(wrong.shape)}")
+    weight, bias = final_norm_affine(model)
+    parts = parts.float()
+    if model.cfg.normalization_type in ("LN", "LNPre"):
+        parts = parts - parts.mean(-1, keepdim=True)
+    if model.cfg.normalization_type is not None:
+        parts = parts / cache["ln_final.hook_scale"][:, positions].float()
+    parts = parts * weight
+    W_U = model.W_U.float()
+    b_U = getattr(model, "b_U", None)
+    b_U = torch.zeros(W_U.shape[1], device=W_U.device) if b_U is None else b_U.float()
+    correct = correct.to(W_U.device)
+    direction = W_U[:, correct]  # d_model batch pos
+    offset = b_U[correct]
+    if wrong is not None:
+        wrong = wrong.to(W_U.device)
+        direction = direction - W_U[:, wrong]
+        offset = offset - b_U[wrong]
+    values = torch.einsum("cbpm,mbp->cbp", parts, direction)
+    final_bias = torch.einsum("m,mbp->bp", bias, direction) + offset
+    return names + ["final_bias"], torch.cat([values, final_bias[None]])
 
 
 def head_direct_logit_attribution(model, cache: ActivationCache,
                                   tokens: Int[torch.Tensor, "batch seq"]) -> Float[torch.Tensor, "layer head batch seq_minus_1"]:
     """Each head's direct contribution to the logit of the true next token, at every position.
 
-    The final layer norm is linear once its scale is frozen at the value the cache recorded, so the
-    logit splits into a sum over everything written to the residual stream; a head's share is its
-    output, centred (LayerNorm), divided by that scale, times ``ln_final.weight``, dotted with the
-    unembedding of the token that came next. Direct only: effects through later heads are not counted.
+    The heads' rows of :func:`logit_attribution` (the course's one recipe) along the unembedding of
+    the token that came next: a head's output, centred (LayerNorm), divided by the final norm's
+    recorded scale, times its weight, dotted with ``W_U[:, next token]``. Direct only: effects through
+    later heads are not counted. With the embeddings, biases and MLPs it sums to the logit.
     """
-    out = head_outputs(model, cache)[..., :-1, :]
-    if model.cfg.normalization_type in ("LN", "LNPre"):
-        out = out - out.mean(-1, keepdim=True)
-    if model.cfg.normalization_type is not None:
-        out = out / cache["ln_final.hook_scale"][:, :-1]
-        weight = getattr(model.ln_final, "weight", None)
-        if weight is not None:
-            out = out * weight
-    directions = model.W_U[:, tokens[:, 1:]]  # d_model batch seq-1
-    return torch.einsum("lhbpm,mbp->lhbp", out, directions)
+    names, values = logit_attribution(model, cache, tokens[:, 1:], positions=slice(None, -1))
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    rows = [names.index(f"a{layer}.{head}") for layer in range(n_layers) for head in range(n_heads)]
+    return values[rows].view(n_layers, n_heads, *values.shape[1:])
 
 
 # ---------------------------------------------------------------------------
