@@ -39,8 +39,13 @@ CHANNELS = ("q", "k", "v")
 
 def logit_diff_metric(answers: Int[torch.Tensor, "batch 2"], position: int = -1) -> Metric:
     """Mean of logit(answers[:, 0]) - logit(answers[:, 1]) at ``position``: the IOI metric."""
-    if answers.ndim != 2 or answers.shape[1] != 2:
-        raise ValueError(f"answers must be [batch, 2] (correct, wrong) token ids, got shape {tuple(answers.shape)}")
+    if not isinstance(answers, torch.Tensor) or answers.ndim != 2 or answers.shape[1] != 2:
+        raise ValueError(f"answers must be [batch, 2] (correct, wrong) token ids, got "
+                         f"{'shape ' + str(tuple(answers.shape)) if isinstance(answers, torch.Tensor) else repr(answers)}")
+    if answers.dtype.is_floating_point or answers.dtype.is_complex or answers.dtype == torch.bool:
+        raise ValueError(f"answers must be integer token ids, got dtype {answers.dtype}: use answers.long()")
+    if answers.numel() and answers.min() < 0:
+        raise ValueError(f"answers must be token ids >= 0, got {answers.min().item()}")
 
     def metric(logits: Float[torch.Tensor, "batch seq vocab"]) -> Float[torch.Tensor, ""]:
         if logits.ndim != 3 or logits.shape[0] != answers.shape[0]:
@@ -50,7 +55,94 @@ def logit_diff_metric(answers: Int[torch.Tensor, "batch 2"], position: int = -1)
         return (picked[:, 0] - picked[:, 1]).mean()
 
     metric.positions = (position,)  # what it reads: patching computes only these positions' logits
+    metric.answers = answers  # what it reads them for: checked against the model's vocabulary before a run
     return metric
+
+
+# ---------------------------------------------------------------- input checks, shared by every public function
+
+def _check_tokens(model, tokens, name: str) -> None:
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"{name} must be a [batch, seq] tensor of token ids, got {shape}: "
+                         "tokenize with model.to_tokens(prompts), or add a batch axis with tokens[None]")
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {tokens.dtype}: use {name}.long()")
+    d_vocab = model.cfg.d_vocab
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= d_vocab):
+        bad = tokens[(tokens < 0) | (tokens >= d_vocab)][0].item()
+        raise ValueError(f"{name} holds token id {bad}, outside this model's vocabulary [0, {d_vocab}): "
+                         "were the prompts tokenized for another model?")
+
+
+def _check_pair(clean_tokens: Tokens, corrupted_tokens: Tokens, model=None) -> None:
+    if model is not None:
+        _check_tokens(model, clean_tokens, "clean_tokens")
+        _check_tokens(model, corrupted_tokens, "corrupted_tokens")
+    if clean_tokens.shape != corrupted_tokens.shape or clean_tokens.ndim != 2:
+        raise ValueError(f"clean and corrupted tokens must both be [batch, seq] of the same shape, got "
+                         f"{tuple(clean_tokens.shape)} and {tuple(corrupted_tokens.shape)}: corrupt each clean prompt")
+
+
+def _scalar_metric(metric: Metric) -> Metric:
+    """``metric``, checked at every call to return one number (a 0-d tensor); its declared positions kept."""
+    if not callable(metric):
+        raise TypeError(f"metric must be a function from logits [batch, seq, vocab] to a 0-d tensor, got "
+                        f"{type(metric).__name__}: for example patching.logit_diff_metric(answers)")
+    if getattr(metric, "checked_scalar", False):
+        return metric
+
+    def checked(logits):
+        value = metric(logits)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"the metric returned {type(value).__name__}, not a tensor: return a 0-d tensor (no "
+                             ".item()), so patching can batch it and attribution patching can take its gradient")
+        if value.numel() != 1:
+            raise ValueError(f"the metric returned shape {tuple(value.shape)}, not one number: reduce over the batch "
+                             "(e.g. .mean()) so that each patched run gives a single value")
+        return value.reshape(())
+
+    for attribute in ("positions", "answers"):
+        if hasattr(metric, attribute):
+            setattr(checked, attribute, getattr(metric, attribute))
+    checked.checked_scalar = True
+    return checked
+
+
+def _check_inputs(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric) -> Metric:
+    """What every public function checks before a run; returns the metric wrapped to insist on a scalar."""
+    _check_pair(clean_tokens, corrupted_tokens, model)
+    metric = _scalar_metric(metric)
+    answers = getattr(metric, "answers", None)
+    if isinstance(answers, torch.Tensor):
+        if answers.shape[0] != clean_tokens.shape[0]:
+            raise ValueError(f"the metric holds answers for {answers.shape[0]} prompts but there are "
+                             f"{clean_tokens.shape[0]} clean prompts: build the metric from these prompts' answers")
+        if answers.numel() and answers.max() >= model.cfg.d_vocab:
+            raise ValueError(f"the metric's answers hold token id {answers.max().item()}, outside this model's "
+                             f"vocabulary [0, {model.cfg.d_vocab}): were they tokenized for another model?")
+    return metric
+
+
+def _check_graph(model, graph: "ComputationalGraph | None") -> "ComputationalGraph":
+    own = ComputationalGraph.from_model(model)
+    if graph is None:
+        return own
+    if not isinstance(graph, ComputationalGraph):
+        raise TypeError(f"graph must be a ComputationalGraph, got {type(graph).__name__}: "
+                        "use ComputationalGraph.from_model(model)")
+    if graph.edge_names != own.edge_names:
+        raise ValueError(f"this graph ({graph.n_layers} layers x {graph.n_heads} heads, {len(graph.edges)} edges) "
+                         f"is not this model's ({own.n_layers} x {own.n_heads}, {len(own.edges)} edges): "
+                         "build it with ComputationalGraph.from_model(model)")
+    return graph
+
+
+def _check_edge_values(values: torch.Tensor, graph: "ComputationalGraph", name: str) -> None:
+    if not isinstance(values, torch.Tensor) or values.shape[-1:] != (len(graph.edges),):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"{name} must have one entry per edge of the graph ({len(graph.edges)}) on its last axis, "
+                         f"got {shape}: score edges in graph.edge_names order")
 
 
 def restored_fraction(values, clean_value, corrupted_value):
@@ -187,7 +279,7 @@ def patch_and_measure(model, clean_tokens: Tokens, corrupted_tokens: Tokens, met
       written in, so they only take the finishing step; at a position the metric does not read they
       cannot change it, and their value is the corrupted metric.
     """
-    _check_pair(clean_tokens, corrupted_tokens)
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
     if site not in ("resid_pre", "z"):
         raise ValueError(f"site must be 'resid_pre' or 'z', got {site!r}")
     batch, seq = clean_tokens.shape
@@ -283,6 +375,7 @@ def activation_patch_resid(model, clean_tokens: Tokens, corrupted_tokens: Tokens
                            max_batch: int = 4096, metric_positions: Sequence[int] | None = None
                            ) -> Float[torch.Tensor, "layer pos"]:
     """Restore the clean residual stream (``hook_resid_pre``) at one layer and position at a time."""
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
     n_layers, seq = model.cfg.n_layers, clean_tokens.shape[1]
     patches = [(layer, (pos,)) for layer in range(n_layers) for pos in range(seq)]
     values, _ = patch_and_measure(model, clean_tokens, corrupted_tokens, metric, "resid_pre", patches, max_batch,
@@ -297,6 +390,7 @@ def activation_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens
 
     All heads in one batched pass that computes only what the metric reads (see ``patch_and_measure``).
     """
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
     n_layers, n_heads, seq = model.cfg.n_layers, model.cfg.n_heads, clean_tokens.shape[1]
     positions = list(range(seq)) if per_position else [slice(None)]
     patches = [(layer, (pos, head)) for layer in range(n_layers) for head in range(n_heads) for pos in positions]
@@ -305,16 +399,11 @@ def activation_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens
     return values.view(n_layers, n_heads, seq) if per_position else values.view(n_layers, n_heads)
 
 
-def _check_pair(clean_tokens: Tokens, corrupted_tokens: Tokens) -> None:
-    if clean_tokens.shape != corrupted_tokens.shape or clean_tokens.ndim != 2:
-        raise ValueError(f"clean and corrupted tokens must both be [batch, seq] of the same shape, got "
-                         f"{tuple(clean_tokens.shape)} and {tuple(corrupted_tokens.shape)}: corrupt each clean prompt")
-
-
 @torch.no_grad()
 def activation_patch_heads_loop(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric
                                 ) -> Float[torch.Tensor, "layer head"]:
     """The textbook version: one forward pass per head. Slow; kept as the reference the batched one must match."""
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
     _, cache = model.run_with_cache(clean_tokens)
     out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     for layer in range(model.cfg.n_layers):
@@ -353,6 +442,7 @@ def _grads_at(model, tokens: Tokens, metric: Metric, names: Sequence[str]
 def attribution_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
                             per_position: bool = False) -> Float[torch.Tensor, "layer head *pos"]:
     """First-order estimate of ``activation_patch_heads`` from one forward + backward pass."""
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
     clean = _clean_acts(model, clean_tokens, names)
     base, corrupt, grads = _grads_at(model, corrupted_tokens, metric, names)
@@ -364,6 +454,7 @@ def attribution_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Token
 def attribution_patch_resid(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric
                             ) -> Float[torch.Tensor, "layer pos"]:
     """First-order estimate of ``activation_patch_resid``."""
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
     clean = _clean_acts(model, clean_tokens, names)
     base, corrupt, grads = _grads_at(model, corrupted_tokens, metric, names)
@@ -378,6 +469,13 @@ def edge_nodes(edge_name: str) -> tuple[str, str]:
     if receiver.endswith((".q", ".k", ".v")):
         receiver = receiver[:-2]
     return sender, receiver
+
+
+class UnknownEdge(KeyError, ValueError):
+    """An edge name the graph does not have; the message suggests the closest ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -459,15 +557,38 @@ class ComputationalGraph:
         return [f"{self.senders[s]}->{self.receivers[r]}" for s, r in self.edges]
 
     def edge_index(self, name: str) -> int:
-        return self.edge_names.index(name)
+        """Position of edge ``name`` in ``edge_names``; an unknown name raises ``UnknownEdge`` with a suggestion."""
+        names = self.edge_names
+        if name not in names:
+            raise UnknownEdge(self._unknown_edge_message(name, names))
+        return names.index(name)
+
+    def _unknown_edge_message(self, name, names: list[str]) -> str:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"edges look like {names[-1]!r}"
+        why = ""
+        if isinstance(name, str) and "->" in name:
+            sender, receiver = name.split("->", 1)
+            if sender not in self.senders:
+                why = f" (no sender {sender!r}: senders are embed, a{{layer}}.{{head}}, m{{layer}})"
+            elif receiver not in self.receivers:
+                why = f" (no receiver {receiver!r}: receivers look like a1.0.q, m1, logits)"
+            else:
+                why = f" ({receiver!r} does not come after {sender!r}: edges go from earlier to later components)"
+        return f"no edge {name!r} in this graph{why}; {hint}"
 
     def edge_mask(self, names: Sequence[str]) -> Bool[torch.Tensor, " edge"]:
         """A boolean mask over edges, true for the named ones."""
+        if isinstance(names, str):
+            raise TypeError(f"edge_mask takes a list of edge names, got the string {names!r}: wrap it in a list")
         mask = torch.zeros(len(self.edges), dtype=torch.bool)
-        index = {name: i for i, name in enumerate(self.edge_names)}
+        edge_names = self.edge_names
+        index = {name: i for i, name in enumerate(edge_names)}
         for name in names:
             if name not in index:
-                raise KeyError(f"no edge {name!r} in this graph; edges look like {self.edge_names[-1]!r}")
+                raise UnknownEdge(self._unknown_edge_message(name, edge_names))
             mask[index[name]] = True
         return mask
 
@@ -637,6 +758,12 @@ def run_with_corrupted_edges(model, clean_tokens: Tokens, corrupted_tokens: Toke
                              graph: ComputationalGraph, corrupted_edges: Float[torch.Tensor, "run edge"],
                              max_batch: int = 4096) -> Float[torch.Tensor, " run"]:
     """Metric of the clean run with a set of edges corrupted, one set per run, batched."""
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
+    graph = _check_graph(model, graph)
+    _check_edge_values(corrupted_edges, graph, "corrupted_edges")
+    if corrupted_edges.ndim != 2:
+        raise ValueError(f"corrupted_edges must be [run, edge], got shape {tuple(corrupted_edges.shape)}: "
+                         "add a run axis with mask[None]")
     corrupt_out = _sender_outputs(model, corrupted_tokens, graph)
     chunk = max(1, max_batch // (clean_tokens.shape[0] * (1 + graph.receivers_per_layer)))
     masks = corrupted_edges.float()
@@ -652,7 +779,10 @@ def edge_patching_scores(model, clean_tokens: Tokens, corrupted_tokens: Tokens, 
     This is path patching restricted to direct paths, for every sender -> receiver pair
     (or just ``edges``): the ground truth edge attribution patching approximates.
     """
-    graph = graph or ComputationalGraph.from_model(model)
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
+    graph = _check_graph(model, graph)
+    if isinstance(edges, str):
+        raise TypeError(f"edges must be a list of edge names, got the string {edges!r}: wrap it in a list")
     index = [graph.edge_index(e) for e in edges] if edges is not None else list(range(len(graph.edges)))
     masks = torch.zeros(len(index) + 1, len(graph.edges))  # row 0: nothing corrupted, the baseline
     masks[torch.arange(1, len(index) + 1), torch.tensor(index, dtype=torch.long)] = 1.0
@@ -670,7 +800,16 @@ def path_patch_heads(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metr
     the receiver's layer are NaN (no such path). Under grouped-query attention a key or value
     input is shared by a group of heads, so its path reaches every head of the group.
     """
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
     graph = ComputationalGraph.from_model(model)
+    for receiver in receivers:
+        if (not isinstance(receiver, (tuple, list)) or len(receiver) != 2
+                or not 0 <= int(receiver[0]) < graph.n_layers or not 0 <= int(receiver[1]) < graph.n_heads):
+            raise ValueError(f"receivers must be (layer, head) pairs with layer < {graph.n_layers} and head < "
+                             f"{graph.n_heads}, got {receiver!r}")
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown or isinstance(channels, str):
+        raise ValueError(f"channels must be a sequence of 'q', 'k', 'v', got {channels!r}")
     out = torch.full((len(receivers), len(channels), graph.n_layers, graph.n_heads), float("nan"))
     names, where = [], []
     for r, (r_layer, r_head) in enumerate(receivers):
@@ -693,7 +832,8 @@ def edge_attribution_scores(model, clean_tokens: Tokens, corrupted_tokens: Token
     score(u -> v) = sum over prompts and positions of (corrupted - clean output of u) . d metric / d input of v,
     the first-order estimate of ``edge_patching_scores``.
     """
-    graph = graph or ComputationalGraph.from_model(model)
+    metric = _check_inputs(model, clean_tokens, corrupted_tokens, metric)
+    graph = _check_graph(model, graph)
     corrupt_out = _sender_outputs(model, corrupted_tokens, graph)
     clean_out = _sender_outputs(model, clean_tokens, graph)
     batch, seq, d_model = clean_tokens.shape[0], clean_tokens.shape[1], corrupt_out.shape[-1]
@@ -725,6 +865,11 @@ def edge_attribution_scores(model, clean_tokens: Tokens, corrupted_tokens: Token
 def circuit_faithfulness(model, clean_tokens: Tokens, corrupted_tokens: Tokens, metric: Metric,
                          graph: ComputationalGraph, circuit: Bool[torch.Tensor, " edge"]) -> float:
     """metric(only the circuit's edges clean, every other edge corrupted) / metric(full clean model)."""
+    graph = _check_graph(model, graph)
+    _check_edge_values(circuit, graph, "circuit")
+    if circuit.dtype != torch.bool:
+        raise ValueError(f"circuit must be a boolean mask over edges, got dtype {circuit.dtype}: "
+                         "use graph.edge_mask(names) or graph.top_edges(scores, k)")
     masks = torch.stack([torch.zeros(len(graph.edges)), (~circuit).float()])
     clean_value, circuit_value = run_with_corrupted_edges(model, clean_tokens, corrupted_tokens, metric, graph, masks)
     return (circuit_value / clean_value).item()
@@ -734,6 +879,14 @@ def faithfulness_curve(model, clean_tokens: Tokens, corrupted_tokens: Tokens, me
                        graph: ComputationalGraph, scores: Float[torch.Tensor, " edge"], ks: Sequence[int]
                        ) -> Float[torch.Tensor, " k"]:
     """Faithfulness of the top-k edges by |score|, for each k, all in batched runs."""
+    graph = _check_graph(model, graph)
+    _check_edge_values(scores, graph, "scores")
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be one score per edge, [edge], got shape {tuple(scores.shape)}")
+    bad = [k for k in ks if isinstance(k, bool) or not float(k).is_integer() or k < 0]
+    if bad:
+        raise ValueError(f"ks must be non-negative whole numbers of edges, got {bad}")
+    ks = [int(k) for k in ks]
     masks = torch.stack([torch.zeros(len(graph.edges))] + [(~graph.top_edges(scores, k)).float() for k in ks])
     values = run_with_corrupted_edges(model, clean_tokens, corrupted_tokens, metric, graph, masks)
     return values[1:] / values[0]
@@ -748,7 +901,7 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 
 __all__ = ["CHANNELS", "ComputationalGraph", "Metric", "activation_patch_heads",
            "activation_patch_heads_loop", "activation_patch_resid", "attribution_patch_heads",
-           "attribution_patch_resid", "circuit_faithfulness", "declared_positions",
+           "attribution_patch_resid", "UnknownEdge", "circuit_faithfulness", "declared_positions",
            "edge_attribution_scores", "edge_nodes", "edge_patching_scores", "faithfulness_curve",
            "logit_diff_metric", "patch_and_measure", "path_patch_heads", "pearson", "restored_fraction",
            "run_with_corrupted_edges"]

@@ -321,3 +321,102 @@ def test_graphs_of_other_families():
     assert patching.edge_nodes("a0.1->a1.kv1.v") == ("a0.1", "a1.kv1")
     with pytest.raises(ValueError, match="multiple of n_kv_heads"):
         patching.ComputationalGraph(n_layers=1, n_heads=4, has_mlp=False, n_kv_heads=3)
+
+
+def _public_calls(graph):
+    """Every public patching function, as f(model, clean, corrupted, metric)."""
+    edge = graph.edge_names[0]
+    return {
+        "activation_patch_resid": patching.activation_patch_resid,
+        "activation_patch_heads": patching.activation_patch_heads,
+        "activation_patch_heads per position": lambda *a: patching.activation_patch_heads(*a, per_position=True),
+        "activation_patch_heads_loop": patching.activation_patch_heads_loop,
+        "patch_and_measure": lambda *a: patching.patch_and_measure(*a, "z", [(0, (slice(None), 0))]),
+        "attribution_patch_heads": patching.attribution_patch_heads,
+        "attribution_patch_resid": patching.attribution_patch_resid,
+        "edge_patching_scores": lambda *a: patching.edge_patching_scores(*a, graph, [edge]),
+        "path_patch_heads": lambda *a: patching.path_patch_heads(*a, [(1, 0)]),
+        "edge_attribution_scores": lambda *a: patching.edge_attribution_scores(*a, graph),
+        "run_with_corrupted_edges": lambda *a: patching.run_with_corrupted_edges(*a, graph,
+                                                                                 torch.zeros(2, len(graph.edges))),
+        "circuit_faithfulness": lambda *a: patching.circuit_faithfulness(*a, graph, graph.edge_mask([edge])),
+        "faithfulness_curve": lambda *a: patching.faithfulness_curve(*a, graph, torch.ones(len(graph.edges)), [1, 2]),
+    }
+
+
+@pytest.fixture(scope="module")
+def calls(setup):
+    return _public_calls(patching.ComputationalGraph.from_model(setup[0]))
+
+
+CALL_NAMES = list(_public_calls(patching.ComputationalGraph(2, 2, True)))
+
+
+@pytest.mark.parametrize("name", CALL_NAMES)
+def test_every_public_function_checks_its_inputs(setup, calls, name):
+    """Bad input fails before any run, with a message that names the problem and the fix."""
+    model, clean, corrupted, metric = setup
+    call = calls[name]
+    with pytest.raises(ValueError, match="same shape"):
+        call(model, clean, corrupted[:, :-1], metric)
+    with pytest.raises(ValueError, match="same shape"):
+        call(model, clean, corrupted[:2], metric)
+    with pytest.raises(ValueError, match=r"\[batch, seq\] tensor of token ids"):
+        call(model, clean[0], corrupted[0], metric)
+    with pytest.raises(ValueError, match="integer token ids.*long"):
+        call(model, clean.float(), corrupted.float(), metric)
+    too_big = clean.clone()
+    too_big[1, 3] = 64
+    with pytest.raises(ValueError, match=r"token id 64, outside this model's vocabulary \[0, 64\)"):
+        call(model, too_big, corrupted, metric)
+    with pytest.raises(ValueError, match=r"answers hold token id 99, outside"):
+        call(model, clean, corrupted, patching.logit_diff_metric(torch.tensor([[1, 2], [3, 4], [5, 6], [7, 99]])))
+    with pytest.raises(ValueError, match="answers for 2 prompts but there are 4"):
+        call(model, clean, corrupted, patching.logit_diff_metric(torch.tensor([[1, 2], [3, 4]])))
+
+    def per_prompt(logits):  # forgot to average over the batch
+        picked = logits[:, -1]
+        return picked[:, 1] - picked[:, 2]
+
+    with pytest.raises(ValueError, match=r"returned shape \(4,\), not one number.*mean"):
+        call(model, clean, corrupted, per_prompt)
+    with pytest.raises(ValueError, match="returned float, not a tensor"):
+        call(model, clean, corrupted, lambda logits: metric(logits).item())
+    with pytest.raises(TypeError, match="metric must be a function"):
+        call(model, clean, corrupted, 3.0)
+
+
+def test_a_one_element_metric_is_a_scalar(setup):
+    model, clean, corrupted, metric = setup
+    as_vector = patching.activation_patch_heads(model, clean, corrupted, lambda logits: metric(logits)[None])
+    torch.testing.assert_close(as_vector, patching.activation_patch_heads(model, clean, corrupted, metric))
+
+
+def test_answers_and_edges_say_what_is_wrong(setup):
+    model, clean, corrupted, metric = setup
+    with pytest.raises(ValueError, match="integer token ids"):
+        patching.logit_diff_metric(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match=">= 0"):
+        patching.logit_diff_metric(torch.tensor([[1, -2]]))
+    graph = patching.ComputationalGraph.from_model(model)
+    with pytest.raises(ValueError, match=r"no edge 'a0.1->a1.0.z'.*no receiver 'a1.0.z'.*did you mean .*'a0.1->a1.0.q'"):
+        patching.edge_patching_scores(model, clean, corrupted, metric, graph, ["a0.1->a1.0.z"])
+    with pytest.raises(KeyError, match=r"'a0.1.q' does not come after 'a1.0'"):
+        graph.edge_mask(["a1.0->a0.1.q"])
+    with pytest.raises(ValueError, match=r"no sender 'a9.0'"):
+        graph.edge_index("a9.0->logits")
+    with pytest.raises(TypeError, match="list of edge names"):
+        patching.edge_patching_scores(model, clean, corrupted, metric, graph, "a0.1->logits")
+    other = patching.ComputationalGraph(3, 2, True)
+    with pytest.raises(ValueError, match="is not this model's.*from_model"):
+        patching.edge_attribution_scores(model, clean, corrupted, metric, other)
+    with pytest.raises(ValueError, match=r"one entry per edge of the graph \(\d+\)"):
+        patching.faithfulness_curve(model, clean, corrupted, metric, graph, torch.ones(3), [1])
+    with pytest.raises(ValueError, match="non-negative whole numbers"):
+        patching.faithfulness_curve(model, clean, corrupted, metric, graph, torch.ones(len(graph.edges)), [1.5])
+    with pytest.raises(ValueError, match="boolean mask"):
+        patching.circuit_faithfulness(model, clean, corrupted, metric, graph, torch.ones(len(graph.edges)))
+    with pytest.raises(ValueError, match=r"\(layer, head\) pairs"):
+        patching.path_patch_heads(model, clean, corrupted, metric, [(2, 0)])
+    with pytest.raises(ValueError, match="'q', 'k', 'v'"):
+        patching.path_patch_heads(model, clean, corrupted, metric, [(1, 0)], channels="qk")
