@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
 
 Tokens = Int[torch.Tensor, "batch seq"]
-Positions = Union[None, int, Sequence[int], Int[torch.Tensor, "batch k"]]
+Positions = Union[None, int, Sequence[int], Int[torch.Tensor, " batch"], Int[torch.Tensor, "batch k"]]
 
 LENS_FILE = "tuned_lens.safetensors"
 CONFIG_FILE = "tuned_lens.json"
@@ -59,22 +59,24 @@ def _device(model) -> torch.device:
 
 
 def _select_positions(act: Float[torch.Tensor, "batch seq d"], positions: Positions) -> Float[torch.Tensor, "batch k d"]:
-    """``act`` at ``positions``: None = all, an int or a list = the same for every prompt, a [batch, k] tensor = per prompt."""
+    """``act`` at ``positions``: None = all; an int or a list = the same for every prompt; a tensor = per prompt
+    (``[batch]``: one position each, ``[batch, k]``: k each)."""
     batch, seq = act.shape[:2]
     if positions is None:
         return act
-    if isinstance(positions, torch.Tensor) and positions.ndim == 2:
+    if isinstance(positions, torch.Tensor) and positions.ndim in (1, 2):
         if positions.shape[0] != batch:
-            raise ValueError(f"per-prompt positions must be [batch, k] with batch={batch}, got shape {tuple(positions.shape)}")
-        index = positions.to(act.device).long()
+            raise ValueError(f"a tensor of positions is per prompt: [batch] or [batch, k] with batch={batch}, got shape "
+                             f"{tuple(positions.shape)} (pass a list for positions shared by every prompt)")
+        index = positions.to(act.device).long().reshape(batch, -1)
         if (index < -seq).any() or (index >= seq).any():
             raise ValueError(f"positions must lie in [-{seq}, {seq}) for sequences of {seq} tokens")
         index = index % seq
         return act.gather(1, index[..., None].expand(-1, -1, act.shape[-1]))
     if isinstance(positions, torch.Tensor):
-        if positions.ndim > 1:
-            raise ValueError(f"positions: a tensor must be 1-D (shared) or [batch, k] (per prompt), got shape {tuple(positions.shape)}")
-        positions = positions.tolist()
+        if positions.ndim != 0:
+            raise ValueError(f"positions: a tensor must be [batch] or [batch, k] (per prompt), got shape {tuple(positions.shape)}")
+        positions = int(positions)
     index = [int(positions)] if isinstance(positions, int) else [int(p) for p in positions]
     bad = [p for p in index if not -seq <= p < seq]
     if bad:
@@ -87,8 +89,9 @@ def residual_stack(model, tokens_or_cache: Tokens | ActivationCache, positions: 
     """The residual stream after 0, 1, ..., n_layers blocks, on the model's device.
 
     Pass tokens (the model is run once, caching only these hooks) or a cache that holds
-    :func:`lens_hook_names`. ``positions``: None for all, an int or a list shared by every
-    prompt, or a ``[batch, k]`` tensor of per-prompt positions.
+    :func:`lens_hook_names`. ``positions``: None for all; an int or a list shared by every
+    prompt; or a tensor of per-prompt positions, ``[batch]`` (e.g. each prompt's subject
+    token) or ``[batch, k]``. The ``pos`` axis is always kept.
     """
     names = lens_hook_names(model)
     if isinstance(tokens_or_cache, ActivationCache):
