@@ -1,17 +1,21 @@
 """Checkers for chapter 01 (circuits): head detectors, ablation, attribution, OV/QK, composition, the circuit.
 
 Each ``test_*`` runs the learner's function and the reference in :mod:`interplab.circuits`
-on the same inputs; ``check_circuit`` compares the heads a learner names with the ground
+on the same inputs: the shipped model, a random model built at check time (3 layers x 6 heads,
+random LayerNorm weights) and tensors drawn from a seed picked at check time, so a replayed or
+hard-coded answer fails; messages name the mistake an answer matches. ``check_circuit`` compares the heads a learner names with the ground
 truth recorded (from ablations) on the shipped model's card.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import torch
 
 from interplab import circuits
-from interplab.checks._core import CheckFailed, compare_outputs, passed, shipped_model
+from interplab.checks._core import (CheckFailed, call_learner, compare_outputs, fresh_random_model, fresh_seed,
+                                    passed, shipped_model)
 from interplab.worlds import induction
 
 MODEL = "attn2-induction"
@@ -21,22 +25,33 @@ def _probe(seed: int, half_len: int, batch: int = 4) -> torch.Tensor:
     return induction.repeated_tokens(batch, half_len=half_len, seed=seed)
 
 
-def _random_patterns(seed: int, heads: int = 3, seq: int = 17) -> torch.Tensor:
+def _random_patterns(seed: int, heads: int = 3, seq: int = 17, batch: int = 2) -> torch.Tensor:
     """Causal softmax patterns with no structure: every diagonal has a different value."""
     generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(2, heads, seq, seq, generator=generator) * 2
+    scores = torch.randn(batch, heads, seq, seq, generator=generator) * 2
     mask = torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1)
     return scores.masked_fill(mask, float("-inf")).softmax(-1)
 
 
-def _pattern_cases(half_len: int):
-    """(description, pattern [batch, head, query, key]) pairs: real heads and random patterns."""
+def _pattern_cases(half_len: int, seed: int):
+    """(description, pattern [batch, head, query, key]) pairs: the shipped model's heads, a random model's
+    heads on a sequence built at check time, and random patterns drawn at check time."""
     model = shipped_model(MODEL)
     with torch.no_grad():
         _, cache = model.run_with_cache(_probe(21, half_len))
     for layer in range(model.cfg.n_layers):
         yield f"layer {layer} of {MODEL} on <bos> + A + A (len(A) = {half_len})", cache[f"blocks.{layer}.attn.hook_pattern"]
-    yield f"random causal patterns of 2 x {2 * half_len + 1} tokens", _random_patterns(half_len, seq=2 * half_len + 1)
+    random_model = fresh_random_model(seed)
+    generator = torch.Generator().manual_seed(seed)
+    block = torch.randint(1, random_model.cfg.d_vocab, (3, half_len), generator=generator)
+    tokens = torch.cat([torch.zeros(3, 1, dtype=torch.long), block, block], dim=1)
+    with torch.no_grad():
+        _, random_cache = random_model.run_with_cache(tokens)
+    for layer in range(random_model.cfg.n_layers):
+        yield (f"layer {layer} of a random {random_model.cfg.n_heads}-head model built for this check on <bos> + A + A "
+               f"(len(A) = {half_len}, seed {seed})", random_cache[f"blocks.{layer}.attn.hook_pattern"])
+    yield (f"random causal patterns of 5 heads x {2 * half_len + 1} tokens (seed {seed})",
+           _random_patterns(seed + half_len, heads=5, seq=2 * half_len + 1))
 
 
 def _single_layer_cache(pattern: torch.Tensor) -> dict:
@@ -45,6 +60,39 @@ def _single_layer_cache(pattern: torch.Tensor) -> dict:
 
 def _reference_layer_score(pattern: torch.Tensor, offset: int, first_query: int) -> torch.Tensor:
     return circuits.diagonal_attention_score(_single_layer_cache(pattern), offset, first_query)[0]
+
+
+def _diagonal_variants(pattern: torch.Tensor, right: tuple[int, int],
+                       near: list[tuple[int, int, str]]) -> dict[str, torch.Tensor]:
+    """Scores of near-miss diagonals: (offset, first query, why) -> the score that mistake gives."""
+    variants = {}
+    seq = pattern.shape[-1]
+    for offset, first_query, why in near:
+        if max(offset, first_query) < seq and (offset, max(offset, first_query)) != (right[0], max(right)):
+            described = f"attention from q to q - {offset} over queries q = {max(offset, first_query)} ... seq-1 ({why})"
+            variants[described] = _reference_layer_score(pattern, offset, first_query)
+    offset, first_query = right
+    queries = torch.arange(max(offset, first_query), seq)
+    variants["a sum over the queries where the mean belongs"] = pattern[..., queries, queries - offset].sum(-1).mean(0)
+    return variants
+
+
+_DETECTOR_DIMS = ("head",)
+
+
+def _check_detector(learner: Callable, name: str, offset_of: Callable[[int], tuple[int, int]],
+                    near_of: Callable[[int], list[tuple[int, int, str]]], with_half_len: bool) -> None:
+    seed = fresh_seed()
+    cases = 0
+    for half_len in (6, 10, 4 + seed % 9):
+        for case, pattern in _pattern_cases(half_len, seed):
+            args = (pattern, half_len) if with_half_len else (pattern,)
+            got = call_learner(learner, *args, case=case)
+            offset, first_query = offset_of(half_len)
+            compare_outputs(got, _reference_layer_score(pattern, offset, first_query), case=case, dims=_DETECTOR_DIMS,
+                            variants=_diagonal_variants(pattern, (offset, first_query), near_of(half_len)))
+            cases += 1
+    passed(name, cases)
 
 
 # --- head detectors ---------------------------------------------------------------------------
@@ -63,34 +111,29 @@ def reference_induction_score(pattern: torch.Tensor, half_len: int) -> torch.Ten
 
 def test_previous_token_score(previous_token_score: Callable) -> None:
     """``previous_token_score(pattern [batch, head, q, k]) -> [head]``: mean attention from q to q - 1, q >= 1."""
-    cases = 0
-    for half_len in (6, 10):
-        for case, pattern in _pattern_cases(half_len):
-            compare_outputs(previous_token_score(pattern), reference_previous_token_score(pattern), case=case)
-            cases += 1
-    passed("test_previous_token_score", cases)
+    _check_detector(previous_token_score, "test_previous_token_score", lambda n: (1, 1),
+                    lambda n: [(0, 0, "the main diagonal: attention to itself"), (0, 1, "the main diagonal"),
+                               (2, 2, "two tokens back, not one")], with_half_len=False)
 
 
 def test_duplicate_token_score(duplicate_token_score: Callable) -> None:
     """``duplicate_token_score(pattern, half_len) -> [head]``: from each token of the second A to its first copy."""
-    cases = 0
-    for half_len in (6, 10):
-        for case, pattern in _pattern_cases(half_len):
-            compare_outputs(duplicate_token_score(pattern, half_len),
-                            reference_duplicate_token_score(pattern, half_len), case=case)
-            cases += 1
-    passed("test_duplicate_token_score", cases)
+    _check_detector(duplicate_token_score, "test_duplicate_token_score", lambda n: (n, n + 1),
+                    lambda n: [(n, n, "query half_len, the last token of the first A, kept"),
+                               (n, n + 2, "one query too many dropped"),
+                               (n - 1, n + 1, "the induction offset half_len - 1"),
+                               (n + 1, n + 1, "one token too far back")], with_half_len=True)
 
 
 def test_induction_score(induction_score: Callable) -> None:
     """``induction_score(pattern, half_len) -> [head]``: from each token of the second A to the token
     after its first copy."""
-    cases = 0
-    for half_len in (6, 10):
-        for case, pattern in _pattern_cases(half_len):
-            compare_outputs(induction_score(pattern, half_len), reference_induction_score(pattern, half_len), case=case)
-            cases += 1
-    passed("test_induction_score", cases)
+    _check_detector(induction_score, "test_induction_score", lambda n: (n - 1, n + 1),
+                    lambda n: [(n - 1, n, "only one leading query dropped: query half_len is in the first A"),
+                               (n - 1, n - 1, "no leading query dropped"),
+                               (n - 1, n + 2, "three leading queries dropped"),
+                               (n, n + 1, "the duplicate-token offset half_len, not half_len - 1"),
+                               (n - 2, n + 1, "one token too far forward")], with_half_len=True)
 
 
 # --- ablation ---------------------------------------------------------------------------------
@@ -104,24 +147,63 @@ def reference_head_ablation_hook(head: int, mean_z: torch.Tensor | None = None) 
     return hook
 
 
+def _apply_hook(hook_fn: Callable, z: torch.Tensor, case: str) -> torch.Tensor:
+    edited = z.clone()
+    out = call_learner(hook_fn, edited, SimpleNamespace(name="blocks.0.attn.hook_z"), case=case)
+    return edited if out is None else out
+
+
 def test_head_ablation_hook(head_ablation_hook: Callable) -> None:
     """``head_ablation_hook(head, mean_z=None)``: a ``hook_z`` hook that zeroes one head, or with
     ``mean_z`` (``[seq, head, d_head]``, one layer of ``circuits.mean_head_z``) puts in its mean output."""
-    model = shipped_model(MODEL)
-    tokens = _probe(31, half_len=8)
-    means = circuits.mean_head_z(model, _probe(32, half_len=8, batch=16))
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, 7, 5, 8, generator=generator)  # [batch, pos, head, d_head]
+    long_mean = torch.randn(9, 5, 8, generator=generator)  # means over longer sequences: slice to z's length
     cases = 0
-    for mode in ("zero", "mean"):
+    for mode, mean_z in (("zero", None), ("mean", long_mean)):
+        for head in range(z.shape[2]):
+            case = (f"{mode}-ablating head {head} of a hook_z of shape {tuple(z.shape)} [batch, pos, head, d_head]"
+                    + (f" with mean_z of shape {tuple(long_mean.shape)} (longer than z: use mean_z[:z.shape[1]])"
+                       if mean_z is not None else "") + f" (seed {seed})")
+            hook = call_learner(head_ablation_hook, head, mean_z, case=case)
+            expected = _apply_hook(reference_head_ablation_hook(head, mean_z), z, case)
+            variants = {"every head zeroed, not just one": torch.zeros_like(z)}
+            zero_one = z.clone()
+            zero_one[:, :, head] = 0.0
+            wrong_axis = z.clone()
+            wrong_axis[:, head] = 0.0 if mean_z is None else mean_z[head]
+            variants["position `head` overwritten (z[:, head]) instead of head `head` (z[:, :, head])"] = wrong_axis
+            if mean_z is not None:
+                variants["zero: mean_z was ignored"] = zero_one
+                every = z.clone()
+                every[:] = mean_z[: z.shape[1]]
+                variants["every head replaced by its mean, not just one"] = every
+            compare_outputs(_apply_hook(hook, z, case), expected, case=case, dims=("batch", "pos", "head", "d_head"),
+                            variants=variants)
+            cases += 1
+    for case_model, model, tokens in _models_and_tokens(seed):
+        means = circuits.mean_head_z(model, tokens)
         for layer in range(model.cfg.n_layers):
-            for head in range(model.cfg.n_heads):
-                mean_z = None if mode == "zero" else means[layer]
+            head = (layer + seed) % model.cfg.n_heads
+            for mode, mean_z in (("zero", None), ("mean", means[layer])):
                 name = f"blocks.{layer}.attn.hook_z"
                 with torch.no_grad():
                     got = model.run_with_hooks(tokens, fwd_hooks=[(name, head_ablation_hook(head, mean_z))])
                     expected = model.run_with_hooks(tokens, fwd_hooks=[(name, reference_head_ablation_hook(head, mean_z))])
-                compare_outputs(got, expected, case=f"logits with head {layer}.{head} {mode}-ablated")
+                compare_outputs(got, expected, case=f"logits of {case_model} with head {layer}.{head} {mode}-ablated",
+                                dims=("batch", "pos", "vocab"))
                 cases += 1
     passed("test_head_ablation_hook", cases)
+
+
+def _models_and_tokens(seed: int):
+    """(description, model, tokens): the shipped model on its world, then a random model built for the check."""
+    yield f"{MODEL} (seed {seed})", shipped_model(MODEL), _probe(seed % 10_000, half_len=7)
+    model = fresh_random_model(seed)
+    generator = torch.Generator().manual_seed(seed)
+    yield (f"a random {model.cfg.n_layers}-layer, {model.cfg.n_heads}-head model built for this check (seed {seed})",
+           model, torch.randint(0, model.cfg.d_vocab, (3, 13), generator=generator))
 
 
 def reference_repeated_half_loss(logits: torch.Tensor, tokens: torch.Tensor, half_len: int) -> float:
@@ -132,17 +214,32 @@ def test_repeated_half_loss(repeated_half_loss: Callable) -> None:
     """``repeated_half_loss(logits, tokens, half_len) -> float``: mean cross-entropy where the next token
     is predictable by induction (positions half_len + 1 ... 2 half_len - 1 predicting their next token)."""
     model = shipped_model(MODEL)
-    generator = torch.Generator().manual_seed(0)
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
     cases = 0
-    for half_len in (5, 12):
-        tokens = _probe(41 + half_len, half_len)
+    for half_len in (5, 12, 3 + seed % 11):
+        tokens = _probe(seed % 10_000 + half_len, half_len)
         with torch.no_grad():
             model_logits = model(tokens)
         random_logits = torch.randn(model_logits.shape, generator=generator) * 3
-        for what, logits in (("the model's logits", model_logits), ("random logits", random_logits)):
-            got = repeated_half_loss(logits, tokens, half_len)
-            compare_outputs(got, reference_repeated_half_loss(logits, tokens, half_len),
-                            case=f"{what}, len(A) = {half_len}", atol=1e-4, rtol=1e-3)
+        for what, logits in (("the model's logits", model_logits), (f"random logits (seed {seed})", random_logits)):
+            case = f"{what}, len(A) = {half_len}"
+            got = call_learner(repeated_half_loss, logits, tokens, half_len, case=case)
+            losses = circuits.per_token_loss(logits, tokens)
+            current = -logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+            compare_outputs(got, reference_repeated_half_loss(logits, tokens, half_len), case=case, atol=1e-4, rtol=1e-3,
+                            variants={
+                                "the loss including position half_len, whose next token nothing announces":
+                                    losses[:, half_len:2 * half_len].mean().item(),
+                                "the loss of predicting the current token, not the next (no shift by one)":
+                                    current[:, half_len + 1:2 * half_len].mean().item(),
+                                "the loss one position later (positions half_len + 2 ... 2 half_len)":
+                                    losses[:, half_len + 2:].mean().item(),
+                                "the loss on the first A, not the second": losses[:, 1:half_len].mean().item(),
+                                "the loss over the whole sequence": losses.mean().item(),
+                                "the log-probability, not its negative (flipped sign)":
+                                    -losses[:, half_len + 1:2 * half_len].mean().item(),
+                            })
             cases += 1
     passed("test_repeated_half_loss", cases)
 
@@ -153,27 +250,49 @@ def reference_head_logit_attribution(model, cache, tokens: torch.Tensor) -> torc
     return circuits.head_direct_logit_attribution(model, cache, tokens)
 
 
+def _attribution_variant(model, cache, tokens, centre=True, scale=True, weight=True, scale_shift=0,
+                         unembed="next") -> torch.Tensor:
+    """The recipe of exercise 6 with one step changed: what a near-miss computes."""
+    out = circuits.head_outputs(model, cache)[..., :-1, :]
+    if centre:
+        out = out - out.mean(-1, keepdim=True)
+    if scale:
+        recorded = cache["ln_final.hook_scale"]
+        out = out / (recorded[:, :-1] if scale_shift == 0 else recorded[:, 1:])
+    if weight:
+        out = out * model.ln_final.weight
+    targets = tokens[:, 1:] if unembed == "next" else tokens[:, :-1]
+    return torch.einsum("lhbpm,mbp->lhbp", out, model.W_U[:, targets])
+
+
 def test_head_logit_attribution(head_logit_attribution: Callable) -> None:
     """``head_logit_attribution(model, cache, tokens) -> [layer, head, batch, seq - 1]``: each head's direct
     contribution to the logit of the token that comes next."""
-    model = shipped_model(MODEL)
+    seed = fresh_seed()
     cases = 0
-    for seed, half_len in ((51, 8), (52, 13)):
-        tokens = _probe(seed, half_len, batch=3)
+    for case, model, tokens in _models_and_tokens(seed):
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens)
-            compare_outputs(head_logit_attribution(model, cache, tokens),
-                            reference_head_logit_attribution(model, cache, tokens),
-                            case=f"<bos> + A + A, len(A) = {half_len}", atol=1e-3, rtol=1e-3)
+            got = call_learner(head_logit_attribution, model, cache, tokens, case=case)
+            variants = {
+                "the recipe without centring (LayerNorm subtracts each vector's mean first)":
+                    _attribution_variant(model, cache, tokens, centre=False),
+                "the recipe without ln_final.weight (LayerNorm's per-dimension weight)":
+                    _attribution_variant(model, cache, tokens, weight=False),
+                "the recipe without dividing by ln_final.hook_scale":
+                    _attribution_variant(model, cache, tokens, scale=False),
+                "hook_scale read at positions 1 ... seq-1; slice it to 0 ... seq-2, the positions you attribute":
+                    _attribution_variant(model, cache, tokens, scale_shift=1),
+                "the logit of the current token, not the next (W_U[:, tokens[:, :-1]])":
+                    _attribution_variant(model, cache, tokens, unembed="current"),
+            }
+            compare_outputs(got, reference_head_logit_attribution(model, cache, tokens), case=case, atol=1e-3,
+                            rtol=1e-3, dims=("layer", "head", "batch", "pos"), variants=variants)
         cases += 1
     passed("test_head_logit_attribution", cases)
 
 
 # --- weights: OV and QK -----------------------------------------------------------------------
-
-def _dense(matrix) -> torch.Tensor:
-    return matrix.AB if hasattr(matrix, "AB") else matrix
-
 
 def reference_full_ov_circuit(model, layer: int, head: int):
     return circuits.full_ov_circuit(model, layer, head)
@@ -181,15 +300,29 @@ def reference_full_ov_circuit(model, layer: int, head: int):
 
 def test_full_ov_circuit(full_ov_circuit: Callable) -> None:
     """``full_ov_circuit(model, layer, head)``: ``W_E W_V W_O W_U`` as a ``[d_vocab, d_vocab]`` FactoredMatrix."""
-    model = shipped_model(MODEL)
+    from transformer_lens import FactoredMatrix
+
+    seed = fresh_seed()
     cases = 0
     with torch.no_grad():
-        for layer in range(model.cfg.n_layers):
-            for head in range(model.cfg.n_heads):
-                got = full_ov_circuit(model, layer, head)
-                compare_outputs(_dense(got), _dense(reference_full_ov_circuit(model, layer, head)),
-                                case=f"head {layer}.{head}", atol=1e-3, rtol=1e-3)
-                cases += 1
+        for description, model, _ in _models_and_tokens(seed):
+            for layer in range(model.cfg.n_layers):
+                for head in range(model.cfg.n_heads):
+                    case = f"head {layer}.{head} of {description}"
+                    got = call_learner(full_ov_circuit, model, layer, head, case=case)
+                    if not isinstance(got, FactoredMatrix):
+                        raise CheckFailed(f"{case}: return a FactoredMatrix (got {type(got).__name__}): the exercise "
+                                          "keeps the product factored, as a real vocabulary needs")
+                    other = (head + 1) % model.cfg.n_heads
+                    variants = {
+                        "the QK circuit W_E W_Q W_K^T W_U, not OV": (
+                            model.W_E @ model.W_Q[layer, head] @ model.W_K[layer, head].T @ model.W_U),
+                        f"W_V of head {layer}.{head} with W_O of head {layer}.{other} (mixed head indices)": (
+                            model.W_E @ model.W_V[layer, head] @ model.W_O[layer, other] @ model.W_U),
+                    }
+                    compare_outputs(got.AB, reference_full_ov_circuit(model, layer, head).AB, case=case, atol=1e-3,
+                                    rtol=1e-3, dims=("source token", "output token"), variants=variants)
+                    cases += 1
     passed("test_full_ov_circuit", cases)
 
 
@@ -197,15 +330,39 @@ def reference_positional_pattern(model, layer: int, head: int) -> torch.Tensor:
     return circuits.positional_attention_pattern(model, layer, head)
 
 
+def _positional_variant(model, layer, head, ln=True, scale=True, mean_embed=True) -> torch.Tensor:
+    x = model.W_pos + (model.W_E.mean(0) if mean_embed else 0)
+    if ln:
+        x = model.blocks[layer].ln1(x)
+    scores = (x @ model.QK[layer, head] @ x.T).AB
+    if scale:
+        scores = scores / model.cfg.d_head ** 0.5
+    n = scores.shape[-1]
+    return scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf")).softmax(-1)
+
+
 def test_positional_pattern(positional_pattern: Callable) -> None:
     """``positional_pattern(model, layer, head) -> [n_ctx, n_ctx]``: the head's attention from positions alone."""
-    model = shipped_model(MODEL)
+    seed = fresh_seed()
     cases = 0
     with torch.no_grad():
-        for head in range(model.cfg.n_heads):
-            compare_outputs(positional_pattern(model, 0, head), reference_positional_pattern(model, 0, head),
-                            case=f"head 0.{head}", atol=1e-4, rtol=1e-3)
-            cases += 1
+        for description, model, _ in _models_and_tokens(seed):
+            for layer in range(model.cfg.n_layers):
+                for head in range(model.cfg.n_heads):
+                    case = f"head {layer}.{head} of {description}"
+                    got = call_learner(positional_pattern, model, layer, head, case=case)
+                    other_layers = {f"the pattern of head {other}.{head}: is the layer index used everywhere?":
+                                    reference_positional_pattern(model, other, head)
+                                    for other in range(model.cfg.n_layers) if other != layer}
+                    compare_outputs(got, reference_positional_pattern(model, layer, head), case=case, atol=1e-4,
+                                    rtol=1e-3, dims=("query", "key"), variants={**other_layers,
+                                        "the pattern without the layer's ln1": _positional_variant(model, layer, head, ln=False),
+                                        "the pattern without dividing scores by sqrt(d_head)":
+                                            _positional_variant(model, layer, head, scale=False),
+                                        "the pattern from W_pos alone, without the average token embedding":
+                                            _positional_variant(model, layer, head, mean_embed=False),
+                                    })
+                    cases += 1
     passed("test_positional_pattern", cases)
 
 
@@ -221,23 +378,30 @@ def test_composition_score(composition_score: Callable) -> None:
     from transformer_lens import FactoredMatrix
 
     model = shipped_model(MODEL)
-    cases = 0
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    pairs = []
     with torch.no_grad():
         qk_t = model.QK.T  # K-composition reads W_QK transposed
         for head0 in range(model.cfg.n_heads):
-            for head1 in (0, 3):
-                left = model.OV[0, head0]
-                right = qk_t[1, head1]
-                compare_outputs(composition_score(left, right), reference_composition_score(left, right),
-                                case=f"OV of 0.{head0} into QK^T of 1.{head1}", atol=1e-4)
-                cases += 1
-        generator = torch.Generator().manual_seed(3)
-        left = FactoredMatrix(torch.randn(8, 2, generator=generator), torch.randn(2, 8, generator=generator) * 5)
-        right = FactoredMatrix(torch.randn(8, 3, generator=generator) * 0.1, torch.randn(3, 8, generator=generator))
-        compare_outputs(composition_score(left, right), reference_composition_score(left, right),
-                        case="two random small-rank matrices of different scales", atol=1e-4)
-        cases += 1
-    passed("test_composition_score", cases)
+            for head1 in range(model.cfg.n_heads):
+                pairs.append((f"OV of 0.{head0} into QK^T of 1.{head1}", model.OV[0, head0], qk_t[1, head1]))
+        for shapes in (((8, 2, 8), (8, 3, 8)), ((7, 3, 5), (5, 2, 9)), ((6, 6, 6), (6, 1, 6))):
+            (a, r1, b), (c, r2, d) = shapes
+            left = FactoredMatrix(torch.randn(a, r1, generator=generator) * 5, torch.randn(r1, b, generator=generator))
+            right = FactoredMatrix(torch.randn(c, r2, generator=generator) * 0.1, torch.randn(r2, d, generator=generator))
+            pairs.append((f"random factored matrices {a}x{b} (rank {r1}) and {c}x{d} (rank {r2}) (seed {seed})",
+                          left, right))
+        for case, left, right in pairs:
+            got = call_learner(composition_score, left, right, case=case)
+            product = (left @ right).norm().item()
+            variants = {
+                "||left @ right||_F, not divided by ||left||_F ||right||_F": product,
+                "the score squared (squared norms)": (product / (left.norm() * right.norm()).item()) ** 2,
+                "||left @ right||_F / ||left||_F, without ||right||_F": product / left.norm().item(),
+            }
+            compare_outputs(got, reference_composition_score(left, right), case=case, atol=1e-4, variants=variants)
+    passed("test_composition_score", len(pairs))
 
 
 # --- the circuit ------------------------------------------------------------------------------
