@@ -136,18 +136,45 @@ def test_repr_is_deterministic_and_is_jupyters_text_plain(kind: str, view_builde
     assert pretty(view) == expected
     bundle, _ = view._repr_mimebundle_()
     assert bundle["text/plain"] == expected
-    assert "text/html" not in bundle  # opt-in only; see embed_html
+    assert bundle["text/html"] == again._repr_mimebundle_()[0]["text/html"]  # deterministic fallback
 
 
 def test_repr_without_layers_axis(causal_pattern: Callable[..., np.ndarray]) -> None:
     assert repr(AttentionView(TOKENS, causal_pattern(1, 3, 5)[0])) == "AttentionView(3 heads, 5 tokens)"
 
 
-def test_embed_html_adds_text_html(monkeypatch: pytest.MonkeyPatch, view_builder: Callable[[str], Any]) -> None:
-    view = view_builder("PatchingHeatmap")
-    monkeypatch.setattr(type(view), "embed_html", True)
+@pytest.mark.parametrize("kind", sorted(EXPECTED_REPRS))
+def test_mime_bundle_has_a_static_picture_for_viewers_without_widgets(kind: str, view_builder: Callable[[str], Any]) -> None:
+    """nbconvert / nbviewer / GitHub show text/html when there is no widget state: it must need no script."""
+    view = view_builder(kind)
     bundle, _ = view._repr_mimebundle_()
-    assert bundle["text/html"].startswith('<div id="ipl-')
+    html = bundle["text/html"]
+    assert html == view.static_html()
+    assert html.startswith(f'<div data-ipl-static="{kind}"')
+    assert "<script" not in html and "<style" not in html  # sanitisers strip both
+    assert " id=" not in html and "ipl-" not in html.replace("data-ipl-static", "")  # no ids to collide on a page
+    assert "static picture" in html
+    assert len(html) < 16_000, len(html)  # a small output, not the data a second time
+
+
+def test_static_picture_size_stays_small_for_a_chapter_sized_view(causal_pattern: Callable[..., np.ndarray]) -> None:
+    tokens = [f"t{i}" for i in range(21)]
+    view = AttentionView(tokens, causal_pattern(2, 4, 21))
+    assert len(view._repr_mimebundle_()[0]["text/html"]) < 20_000
+    big = AttentionView([f"t{i}" for i in range(300)], causal_pattern(1, 2, 300))
+    assert len(big.static_html()) < 120_000  # thumbnails and the enlarged head are pooled down
+
+
+def test_html_fallback_modes(monkeypatch: pytest.MonkeyPatch, view_builder: Callable[[str], Any]) -> None:
+    view = view_builder("PatchingHeatmap")
+    monkeypatch.setattr(type(view), "html_fallback", "interactive")
+    html = view._repr_mimebundle_()[0]["text/html"]
+    assert html.startswith('<div id="ipl-') and html == view.to_html(full_document=False)
+    monkeypatch.setattr(type(view), "html_fallback", "none")
+    assert "text/html" not in view._repr_mimebundle_()[0]
+    monkeypatch.setattr(type(view), "html_fallback", "pdf")
+    with pytest.raises(ValueError, match=r"html_fallback must be one of"):
+        view._repr_mimebundle_()
 
 
 def test_importing_the_kit_never_imports_torch() -> None:
@@ -171,17 +198,45 @@ def test_tokenview_series_forms() -> None:
 @pytest.mark.parametrize(
     ("values", "names", "match"),
     [
-        (np.ones(4), None, r"axis 0 has length 4 but there are 5 tokens"),
+        (np.ones(3), None, r"axis 0 has length 3 but there are 5 tokens \(or one fewer: a next-token loss\)"),
+        (np.ones(6), None, r"axis 0 has length 6 but there are 5 tokens"),
         (np.ones((2, 2, 5)), None, r"expected shape \[tokens\] or \[series, tokens\], got 3-D"),
-        (np.array([1, 2, np.nan, 4, 5]), None, r"non-finite value\(s\) \(first nan at index \(2,\)\)"),
+        (np.array([1, 2, np.inf, 4, 5]), None, r"values: value at index 2 is inf; use NaN for \"no value\""),
+        (np.ones((2, 5)) + 1j, None, r"values: expected real numbers, got complex dtype complex128; .*np.abs\(values\)"),
         (np.ones((2, 5)), ["only"], r"series_names: got 1 names for 2 series"),
         ({"a": np.ones(3)}, None, r"values\['a'\]: axis 0 has length 3 but there are 5 tokens"),
+        ({"a": np.array([1.0, -np.inf, 0, 0, 0])}, None, r"values\['a'\]: value at index 1 is -inf"),
         (np.ones((0, 5)), None, r"no series given"),
     ],
 )
 def test_tokenview_rejects_bad_input(values: object, names: list[str] | None, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         TokenView(TOKENS, values, names)
+
+
+def test_tokenview_loss_series_one_shorter_and_nan_as_no_value() -> None:
+    loss = np.array([2.0, 1.0, 0.5, 0.25])  # loss of predicting tokens 1..4
+    view = TokenView(TOKENS, {"loss": loss, "probe": np.array([np.nan, 1.0, -1.0, np.nan, 0.0])})
+    assert view.shape == [2, 5]
+    assert np.isnan(view.array[0, 0]) and view.array[0, 1:].tolist() == loss.tolist()  # entry i colours token i + 1
+    assert np.isnan(view.array[1, [0, 3]]).all()
+    t, signed, vmax = view.colours(0)
+    assert not signed and vmax == 2.0 and np.isnan(t[0])
+    html = view.static_html()
+    assert html.count("no value") >= 2 and "grey</span>: no value" in html
+    all_nan = TokenView(TOKENS[:2], np.array([np.nan, np.nan]))
+    assert np.isnan(all_nan.array).all() and all_nan.colours()[2] == 1.0
+
+
+def test_tokenview_keeps_token_strings_exactly() -> None:
+    tokens = ["\x00", "a\x00", "\r\n", "\x1b[0m", " ", "\u200b", "</span>"]
+    view = TokenView(tokens, np.arange(7.0))
+    assert view.tokens == tokens
+    assert view.get_state()["tokens"] == tokens
+    html = view.static_html()
+    assert "\\x00" in html and "\\x1b[0m" in html  # control characters shown escaped...
+    assert "\x00" not in html and "\x1b" not in html and "\r" not in html  # ...never raw in the page
+    assert "&lt;/span&gt;" in html
 
 
 def test_tokenview_cap(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,3 +378,76 @@ def test_feature_dashboard_caps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FeatureDashboard, "MAX_CONTEXTS", 1)
     with pytest.raises(ValueError, match=r"too many contexts: 2 > cap 1\. Keep the top ones"):
         FeatureDashboard([["a"], ["b"]], [np.ones(1), np.ones(1)])
+
+
+# ---------------------------------------------------------------- reliability: no silent truncation
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: AttentionView(TOKENS, np.tril(np.ones((1, 5, 5))) * (1 + 0.5j)), r"attention: expected real numbers, got complex"),
+        (lambda: PatchingHeatmap(np.ones((2, 2), np.complex64)), r"values: expected real numbers, got complex dtype complex64; pass .*values\.real"),
+        (lambda: LogitLensView.from_logits(["x"], np.zeros((1, 1, 3)) + 1j, ["a", "b", "c"]), r"logits: expected real numbers"),
+        (lambda: FeatureDashboard([["a"]], [np.ones(1) * 1j]), r"activations\[0\]: expected real numbers"),
+        (lambda: FeatureDashboard([["a"]], [np.ones(1)], activation_sample=np.ones(4) + 0j), r"activation_sample: expected real numbers"),
+    ],
+)
+def test_complex_arrays_are_rejected_not_truncated(build: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_complex_tensor_is_rejected() -> None:
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"values: expected real numbers, got complex dtype complex64"):
+        PatchingHeatmap(torch.ones(2, 2, dtype=torch.complex64))
+
+
+def test_non_integer_ids_are_rejected_not_truncated() -> None:
+    logits, vocab = np.zeros((1, 2, 6)), ["a", "b", "c", "d", "e", "f"]
+    with pytest.raises(ValueError, match=r"targets: expected integer ids, got 1\.5 at index \(1,\); ids are never rounded"):
+        LogitLensView.from_logits(["x", "y"], logits, vocab, targets=[0.0, 1.5])
+    with pytest.raises(ValueError, match=r"targets: expected integer ids, got booleans"):
+        LogitLensView.from_logits(["x", "y"], logits, vocab, targets=np.array([True, False]))
+    whole = LogitLensView.from_logits(["x", "y"], logits, vocab, targets=np.array([2.0, 1.0]))  # whole floats are ids
+    assert whole.target_tokens == ["c", "b"]
+    with pytest.raises(ValueError, match=r"target_ranks: expected integer ids, got 0\.5"):
+        LogitLensView(["x"], [[["a"]]], np.full((1, 1, 1), 0.5), target_tokens=["a"], target_probs=np.full((1, 1), 0.5),
+                      target_ranks=np.full((1, 1), 0.5))
+    with pytest.raises(ValueError, match=r"k: expected an int, got 2\.5"):
+        LogitLensView.from_logits(["x", "y"], logits, vocab, k=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"bins: expected an int, got 4\.0"):
+        FeatureDashboard([["a"]], [np.ones(1)], activation_sample=np.ones(3), bins=4.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"selected_head: expected an int, got 1\.0"):
+        AttentionView(TOKENS, np.tril(np.ones((2, 5, 5))), selected_head=1.0)  # type: ignore[arg-type]
+    assert AttentionView(TOKENS, np.tril(np.ones((2, 5, 5))), selected_head=np.int64(1)).selected_head == 1
+
+
+def test_logit_lens_keeps_prediction_strings_exactly() -> None:
+    """numpy's str arrays drop trailing NULs; the string table must not."""
+    top_tokens = [[["a\x00", "a"], ["\x00", "\r"]]]
+    view = LogitLensView(["x\x00", "\x1b"], top_tokens, np.full((1, 2, 2), 0.5))
+    assert view.strings == ["a\x00", "a", "\x00", "\r"]
+    assert view.top(0, 0) == [("a\x00", 0.5), ("a", 0.5)]
+    assert view.tokens == ["x\x00", "\x1b"]
+    vocab = ["\x00", "\x00\x00", " "]
+    lens = LogitLensView.from_logits(["p"], np.array([[[0.0, 5.0, 1.0]]]), vocab, targets=[0], k=2)
+    assert lens.top(0, 0)[0][0] == "\x00\x00" and lens.target_tokens == ["\x00"]
+
+
+def test_feature_dashboard_keeps_token_strings_exactly() -> None:
+    view = FeatureDashboard([["\x00", "a\n"]], [np.ones(2)], logit_effects=np.ones(2), vocab=["\x00", "\t\x00"], k=1)
+    assert view.context_tokens == ["\x00", "a\n"]
+    assert view.promoted_tokens[0] in ("\x00", "\t\x00")
+
+
+def test_patching_quantity_names_the_legend() -> None:
+    view = PatchingHeatmap(np.array([[0.5, -2.0]]), ["L0"], ["a", "b"], quantity="logit diff recovered", vmax=1.0)
+    assert view.quantity == "logit diff recovered"
+    html = view.static_html()
+    assert "logit diff recovered" in html
+    assert "\u25bc-2.00" in html and "clipped" in html  # -2 is beyond -vmax: marked
+    assert ">\u25b2" not in html  # 0.5 is inside: no mark (the note names both marks)
+    with pytest.raises(ValueError, match=r"vmax must be a finite number"):
+        PatchingHeatmap(np.ones((1, 1)), vmax=1j)  # type: ignore[arg-type]

@@ -30,7 +30,37 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name}: could not convert to an array ({err}); pass a numpy array or tensor.") from err
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}; pass a numeric array or tensor.")
+    if np.iscomplexobj(arr):
+        # Casting would silently drop the imaginary part.
+        raise ValueError(
+            f"{name}: expected real numbers, got complex dtype {arr.dtype}; pass the part you mean to show, "
+            f"e.g. np.abs({name}) or {name}.real."
+        )
     return arr.astype(np.float64, copy=False) if arr.dtype == bool else arr
+
+
+def to_int_array(x: Any, name: str) -> np.ndarray:
+    """Return ``x`` as int64, refusing fractional values instead of truncating them."""
+    raw = getattr(x, "dtype", None)
+    is_bool = "bool" in str(raw) if raw is not None else isinstance(x, (list, tuple)) and np.asarray(x).dtype == bool
+    arr = to_numpy(x, name)
+    if is_bool:
+        raise ValueError(f"{name}: expected integer ids, got booleans; pass token ids, e.g. tokens[0, 1:].")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if arr.size and not (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
+            bad = np.argwhere(~(np.isfinite(arr) & (arr == np.round(arr))))[0]
+            raise ValueError(
+                f"{name}: expected integer ids, got {arr[tuple(bad)].item()!r} at index {tuple(int(i) for i in bad)}; "
+                f"ids are never rounded, so pass integers, e.g. np.asarray(ids, dtype=np.int64)."
+            )
+    return arr.astype(np.int64)
+
+
+def check_int(value: Any, name: str) -> int:
+    """Return ``value`` as int if it is an integer (numpy ints included), else raise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}: expected an int, got {value!r} ({type(value).__name__}).")
+    return int(value)
 
 
 def check_rank(arr: np.ndarray, name: str, ranks: Sequence[int], layout: str) -> None:

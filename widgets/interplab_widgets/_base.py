@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
 import json
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, ClassVar
 import anywidget
 
 STATIC = Path(__file__).parent / "static"
-_export_counter = itertools.count()
+HTML_FALLBACKS = ("static", "interactive", "none")
 
 
 def _static(name: str) -> str:
@@ -49,12 +48,24 @@ class InterplabView(anywidget.AnyWidget):
         "_css",
         "_anywidget_id",
     }
-    #: Also put the self-contained HTML into notebook outputs, for static viewers.
-    embed_html: ClassVar[bool] = False
+    #: What goes into the ``text/html`` of notebook outputs, shown where no widget
+    #: manager runs (nbconvert, nbviewer, GitHub, VS Code without widgets):
+    #: "static" a small picture drawn in Python (no script, a few kB),
+    #: "interactive" the whole :meth:`to_html` fragment (needs scripts; stores the
+    #: data again), "none" nothing. Set it on a class or on ``InterplabView``.
+    html_fallback: ClassVar[str] = "static"
 
     def _describe(self) -> str:
         """Short shape summary, e.g. ``2 layers x 4 heads, 41 tokens``."""
         raise NotImplementedError
+
+    def _static_html(self) -> str:
+        """A script-free picture of the view (see ``_static.py``)."""
+        raise NotImplementedError
+
+    def static_html(self) -> str:
+        """The static picture that notebook outputs carry as ``text/html``."""
+        return self._static_html()
 
     def __repr__(self) -> str:
         # Jupyter's text/plain for an anywidget is repr(self); keep it free of ids
@@ -86,10 +97,12 @@ class InterplabView(anywidget.AnyWidget):
                 state[name] = value
         esm = str(self._esm)
         css = str(self._css)
-        digest = hashlib.sha1((esm + json.dumps(state, sort_keys=True)).encode()).hexdigest()[:10]
-        element_id = f"ipl-{digest}-{os.getpid() % 10000}-{next(_export_counter)}"
+        # The id comes from the content, so an export is deterministic (nbval, diffs);
+        # copies of one output share it and the runtime renders each copy once.
+        digest = hashlib.sha1((esm + css + json.dumps(state, sort_keys=True)).encode()).hexdigest()[:16]
+        element_id = f"ipl-{digest}"
         fragment = (
-            f'<div id="{element_id}" class="ipl-export" data-ipl-view="{type(self).__name__}"></div>\n'
+            f'<div id="{element_id}" class="ipl-export" data-ipl-view="{type(self).__name__}">{self._static_html()}</div>\n'
             f'<script type="module">\n'
             f"const ESM = {_json_for_script(esm)};\n"
             f"const CSS = {_json_for_script(css)};\n"
@@ -114,13 +127,20 @@ class InterplabView(anywidget.AnyWidget):
         return out
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
-        """anywidget's bundle (text/plain = our repr), plus text/html when asked for.
+        """anywidget's bundle (text/plain = our repr) plus a ``text/html`` fallback.
 
-        The HTML copy is opt-in (``InterplabView.embed_html = True``) because it
-        stores every tensor a second time in the .ipynb and nbval would compare it.
+        Front ends with a widget manager pick the widget; the others show the HTML,
+        by default the static picture (deterministic, so nbval can compare it).
         """
         bundle = super()._repr_mimebundle_(**kwargs)
-        if bundle is not None and self.embed_html:
+        if bundle is None:
+            return bundle
+        mode = self.html_fallback
+        if mode not in HTML_FALLBACKS:
+            raise ValueError(f"html_fallback must be one of {HTML_FALLBACKS}, got {mode!r}.")
+        if mode == "static":
+            bundle[0]["text/html"] = self._static_html()
+        elif mode == "interactive":
             bundle[0]["text/html"] = self.to_html(full_document=False)
         return bundle
 

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 import traitlets
 
-from ._arrays import check_cap, check_finite, check_rank, check_tokens, from_wire, to_numpy, to_wire
+from ._arrays import check_cap, check_finite, check_int, check_rank, check_tokens, from_wire, to_numpy, to_wire
 from ._base import InterplabView, view_css, view_esm
+from ._static import MUTED, card, div_rgb, esc, fmt, legend, seq_rgb, token_span, token_text
 
 
 class FeatureDashboard(InterplabView):
@@ -48,6 +49,8 @@ class FeatureDashboard(InterplabView):
     promoted_values = traitlets.Bytes().tag(sync=True)  # float32 [k], descending
     suppressed_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     suppressed_values = traitlets.Bytes().tag(sync=True)  # float32 [k], ascending
+    #: True when the sample had negative values (a dense unit): the histogram then covers every value.
+    sample_signed = traitlets.Bool(False).tag(sync=True)
     #: Index of the context clicked in the browser, or -1.
     selected_context = traitlets.Int(-1).tag(sync=True)
 
@@ -72,7 +75,7 @@ class FeatureDashboard(InterplabView):
             raise ValueError("contexts: need at least one context (a list of token strings).")
         acts = self._check_activations(ctx, activations)
         flat = np.concatenate(acts) if acts else np.zeros(0)
-        counts, edges, density = self._histogram(activation_sample, bins)
+        counts, edges, density, sample_signed = self._histogram(activation_sample, bins)
         promoted, suppressed = self._logit_effects(logit_effects, vocab, k)
         super().__init__(
             title=title,
@@ -83,6 +86,7 @@ class FeatureDashboard(InterplabView):
             hist_counts=to_wire(counts, "float32"),
             hist_edges=to_wire(edges, "float32"),
             density=density,
+            sample_signed=sample_signed,
             promoted_tokens=[t for t, _ in promoted],
             promoted_values=to_wire(np.array([v for _, v in promoted]), "float32"),
             suppressed_tokens=[t for t, _ in suppressed],
@@ -106,11 +110,12 @@ class FeatureDashboard(InterplabView):
             check_finite(row, f"activations[{i}]")
         return rows
 
-    def _histogram(self, sample: Any, bins: int) -> tuple[np.ndarray, np.ndarray, float]:
+    def _histogram(self, sample: Any, bins: int) -> tuple[np.ndarray, np.ndarray, float, bool]:
         if sample is None:
-            return np.zeros(0), np.zeros(0), -1.0
+            return np.zeros(0), np.zeros(0), -1.0, False
         arr = to_numpy(sample, "activation_sample").reshape(-1)
         check_finite(arr, "activation_sample")
+        bins = check_int(bins, "bins")
         if not 1 <= bins <= self.MAX_BINS:
             raise ValueError(f"bins must be in [1, {self.MAX_BINS}], got {bins}.")
         if arr.size == 0:
@@ -119,9 +124,9 @@ class FeatureDashboard(InterplabView):
         shown = arr[arr > 0] if sparse else arr
         density = float((arr != 0).mean())
         if shown.size == 0:
-            return np.zeros(0), np.zeros(0), density
+            return np.zeros(0), np.zeros(0), density, not sparse
         counts, edges = np.histogram(shown, bins=bins)
-        return counts.astype(np.float32), edges, density
+        return counts.astype(np.float32), edges, density, not sparse
 
     def _logit_effects(self, effects: Any, vocab: Sequence[str] | None, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
         if effects is None and vocab is None:
@@ -134,6 +139,7 @@ class FeatureDashboard(InterplabView):
         if arr.shape[0] != len(words):
             raise ValueError(f"logit_effects: has {arr.shape[0]} entries but vocab has {len(words)} strings; they must match.")
         check_finite(arr, "logit_effects")
+        k = check_int(k, "k")
         if not 1 <= k <= self.MAX_K:
             raise ValueError(f"k must be in [1, {self.MAX_K}], got {k}.")
         order = np.argsort(arr, kind="stable")
@@ -146,6 +152,70 @@ class FeatureDashboard(InterplabView):
         """Per-context activations as received by the browser."""
         flat = from_wire(self.context_values, "float32", (sum(self.context_lengths),))
         return np.split(flat, np.cumsum(self.context_lengths)[:-1])
+
+    STATIC_CONTEXTS: ClassVar[int] = 20
+
+    def density_text(self) -> str:
+        """How often the unit fires, worded so it means something for dense units too."""
+        if self.density < 0:
+            return ""
+        if self.sample_signed:
+            return f"{self.density:.0%} of sampled activations are non-zero (a dense unit; the histogram shows every value)"
+        if self.density >= 0.5:
+            return f"active (> 0) on {self.density:.0%} of sampled tokens, so not sparse"
+        return f"active (> 0) on {self.density:.2%} of sampled tokens (1 in {max(1, round(1 / self.density)) if self.density else 'none'})"
+
+    def _static_html(self) -> str:
+        acts = self.context_activations
+        flat = np.concatenate(acts) if acts else np.zeros(0)
+        max_abs = float(np.abs(flat).max()) if flat.size else 0.0
+        max_abs = max_abs or 1.0
+        signed = bool(flat.size and flat.min() < 0)
+        rows = []
+        start = 0
+        for c, n in enumerate(self.context_lengths[: self.STATIC_CONTEXTS]):
+            toks = self.context_tokens[start : start + n]
+            vals = acts[c]
+            colors = div_rgb(vals / max_abs) if signed else seq_rgb(vals / max_abs)
+            peak = int(np.argmax(vals)) if n else -1
+            spans = "".join(
+                token_span(t, colors[i], f"{t!r}: {fmt(float(vals[i]))}").replace('style="', 'style="outline:1px solid #000;font-weight:700;', 1)
+                if i == peak else token_span(t, colors[i], f"{t!r}: {fmt(float(vals[i]))}")
+                for i, t in enumerate(toks)
+            )
+            rows.append(f'<div style="display:flex;gap:6px;align-items:baseline"><span style="{MUTED};min-width:3.5em;text-align:right">'
+                        f'{esc(fmt(float(vals[peak])) if n else "-")}</span><span style="display:flex;flex-wrap:wrap;gap:1px">{spans}</span></div>')
+            start += n
+        more = len(self.context_lengths) - self.STATIC_CONTEXTS
+        if more > 0:
+            rows.append(f'<div style="{MUTED}">... {more} more contexts</div>')
+        side = []
+        counts = from_wire(self.hist_counts, "float32", (len(self.hist_counts) // 4,))
+        if counts.size:
+            edges = from_wire(self.hist_edges, "float32", (counts.size + 1,))
+            top = np.log10(counts.max() + 1)
+            bars = "".join(
+                f'<div title="[{fmt(float(edges[i]))}, {fmt(float(edges[i + 1]))}): {int(v)}" style="flex:1;background:#6baed6;'
+                f'height:{(np.log10(v + 1) / top * 100) if top else 0:.1f}%"></div>'
+                for i, v in enumerate(counts)
+            )
+            side.append(f'<div style="font-weight:600;font-size:12px">activation histogram (count, log scale)</div>'
+                        f'<div style="display:flex;align-items:flex-end;gap:1px;width:260px;height:70px;border-left:1px solid #999;border-bottom:1px solid #999">{bars}</div>'
+                        f'<div style="{MUTED};display:flex;justify-content:space-between;width:260px"><span>{fmt(float(edges[0]))}</span>'
+                        f'<span>activation</span><span>{fmt(float(edges[-1]))}</span></div>')
+        if self.density >= 0:
+            side.append(f'<div style="{MUTED}">{esc(self.density_text())}</div>')
+        for caption, toks, raw in (("promoted tokens (logit effect)", self.promoted_tokens, self.promoted_values),
+                                   ("suppressed tokens", self.suppressed_tokens, self.suppressed_values)):
+            if toks:
+                vals = from_wire(raw, "float32", (len(toks),))
+                items = "".join(f'<div style="font-size:12px"><code>{esc(token_text(t))}</code> {fmt(float(v))}</div>' for t, v in zip(toks, vals))
+                side.append(f'<div style="font-weight:600;font-size:12px;margin-top:4px">{caption}</div>{items}')
+        title = self.title + (f" — {self.label}" if self.label else "")
+        lo = -max_abs if signed else 0.0
+        body = (f'<div style="{MUTED}">{legend(lo, max_abs, signed, "token colour: activation")}; outlined: peak token</div>'
+                f'<div style="display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start"><div>{"".join(rows)}</div><div>{"".join(side)}</div></div>')
+        return card("FeatureDashboard", title, body)
 
     def _describe(self) -> str:
         extras = []

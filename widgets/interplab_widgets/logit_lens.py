@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 import traitlets
 
-from ._arrays import check_axis, check_cap, check_finite, check_rank, check_tokens, from_wire, to_numpy, to_wire
+from ._arrays import check_axis, check_cap, check_finite, check_int, check_rank, check_tokens, from_wire, to_int_array, to_numpy, to_wire
 from ._base import InterplabView, view_css, view_esm
+from ._static import MONO, MUTED, card, esc, fmt, ink, legend, rgb, seq_rgb, token_text
 
 
 class LogitLensView(InterplabView):
@@ -76,7 +77,10 @@ class LogitLensView(InterplabView):
             raise ValueError(f"top_tokens: shape {grid.shape} must equal top_probs' shape {(layers, positions, k)} ([layers][positions][k] strings).")
         if not all(isinstance(t, str) for t in grid.flat):
             raise ValueError("top_tokens: every entry must be a str; decode token ids first, e.g. model.to_str_tokens.")
-        strings, index = np.unique(grid.astype(str), return_inverse=True) if grid.size else (np.array([], str), np.zeros(0, int))
+        # A dict, not np.unique: numpy's str arrays drop trailing "\x00", and token strings must stay exact.
+        table: dict[str, int] = {}
+        index = np.array([table.setdefault(t, len(table)) for t in grid.flat], dtype=np.int64)
+        strings = list(table)
         labels = [str(x) for x in layer_labels] if layer_labels is not None else [str(i) for i in range(layers)]
         if len(labels) != layers:
             raise ValueError(f"layer_labels: got {len(labels)} labels for {layers} layers.")
@@ -85,7 +89,7 @@ class LogitLensView(InterplabView):
             tokens=toks,
             layer_labels=labels,
             shape=[layers, positions, k],
-            strings=[str(s) for s in strings],
+            strings=strings,
             top_index=to_wire(index.reshape(layers, positions, k), "int32"),
             top_probs=to_wire(probs, "float32"),
             target_tokens=targets,
@@ -114,7 +118,8 @@ class LogitLensView(InterplabView):
             check_finite(arr, name)
         if p.min() < 0 or p.max() > 1 + 1e-3:
             raise ValueError("target_probs: probabilities must lie in [0, 1].")
-        if r.min() < 0 or not np.array_equal(r, np.round(r)):
+        r = to_int_array(r, "target_ranks")
+        if r.min() < 0:
             raise ValueError("target_ranks: ranks must be integers >= 0 (0 means the top prediction).")
         return toks, p, r.astype(np.int32)
 
@@ -137,6 +142,7 @@ class LogitLensView(InterplabView):
         check_rank(arr, "logits", (3,), "[layers, positions, vocab]")
         check_axis(arr, "logits", 2, len(vocab), "vocab strings")
         check_finite(arr, "logits")
+        k = check_int(k, "k")
         if not 1 <= k <= min(cls.MAX_K, arr.shape[2]):
             raise ValueError(f"k must be in [1, {min(cls.MAX_K, arr.shape[2])}], got {k}.")
         shifted = arr.astype(np.float64) - arr.max(axis=-1, keepdims=True)
@@ -147,7 +153,7 @@ class LogitLensView(InterplabView):
         vocab_arr = np.asarray(list(vocab), dtype=object)
         kwargs: dict[str, Any] = {}
         if targets is not None:
-            ids = np.asarray(to_numpy(targets, "targets"), dtype=np.int64)
+            ids = to_int_array(targets, "targets")
             if ids.shape != (arr.shape[1],):
                 raise ValueError(f"targets: expected one token id per position ({arr.shape[1]}), got shape {ids.shape}.")
             if ids.min() < 0 or ids.max() >= arr.shape[2]:
@@ -165,6 +171,53 @@ class LogitLensView(InterplabView):
         index = from_wire(self.top_index, "int32", self.shape)
         probs = from_wire(self.top_probs, "float32", self.shape)
         return [(self.strings[i], float(p)) for i, p in zip(index[layer, position], probs[layer, position])]
+
+    #: The static picture shows at most this many layers x positions (the last positions, all layers first).
+    STATIC_CELLS: ClassVar[int] = 1200
+
+    def _static_html(self) -> str:
+        layers, positions, k = self.shape
+        index = from_wire(self.top_index, "int32", self.shape)
+        probs = from_wire(self.top_probs, "float32", self.shape)
+        has_target = bool(self.target_tokens)
+        by_target = self.color_by == "target" and has_target
+        t_probs = from_wire(self.target_probs, "float32", (layers, positions)) if has_target else None
+        t_ranks = from_wire(self.target_ranks, "int32", (layers, positions)) if has_target else None
+        n_pos = max(1, min(positions, self.STATIC_CELLS // max(layers, 1)))
+        first = positions - n_pos
+        cell_style = f"padding:1px 4px;border:1px solid #eee;white-space:pre;max-width:80px;overflow:hidden;text-overflow:ellipsis;{MONO};font-size:11px"
+        head = "".join(f'<th title="{esc(self.tokens[p])}" style="font-weight:500;{cell_style}">{esc(token_text(self.tokens[p]))}</th>'
+                       for p in range(first, positions))
+        trs = []
+        for l in range(layers):
+            tds = []
+            for p in range(first, positions):
+                value = float(t_probs[l, p]) if by_target else float(probs[l, p, 0])
+                col = seq_rgb(np.array(value))
+                pred = self.strings[index[l, p, 0]]
+                extra = ""
+                style = cell_style + f";background:{rgb(col)};color:{ink(col)}"
+                tip = f"{self.layer_labels[l]}, {p}: top-1 {pred!r} {fmt(float(probs[l, p, 0]))}"
+                if has_target:
+                    if t_ranks[l, p] == 0:
+                        style += ";outline:2px solid #1a7f37;outline-offset:-2px;font-weight:700"
+                    else:
+                        extra = f'<sup style="font-size:9px">#{int(t_ranks[l, p]) + 1}</sup>'
+                    tip += f"; target {self.target_tokens[p]!r} rank {int(t_ranks[l, p]) + 1}, p {fmt(float(t_probs[l, p]))}"
+                tds.append(f'<td title="{esc(tip)}" style="{style}">{esc(token_text(pred))}{extra}</td>')
+            trs.append(f'<tr><th style="text-align:right;font-weight:500;padding:1px 4px;{MONO};font-size:11px">{esc(self.layer_labels[l])}</th>{"".join(tds)}</tr>')
+        foot = ""
+        if has_target:
+            foot = ('<tr><th style="font-weight:500;font-size:11px">target</th>'
+                    + "".join(f'<th style="color:#1a7f37;font-weight:500;{cell_style}">{esc(token_text(self.target_tokens[p]))}</th>' for p in range(first, positions))
+                    + "</tr>")
+        cut = f"; showing the last {n_pos} of {positions} positions" if first else ""
+        what = "target probability" if by_target else "top-1 probability"
+        marks = "; outlined: target is top-1; #r: target's rank" if has_target else ""
+        body = (f'<div style="{MUTED}">{legend(0, 1, False, "colour: " + what)}{esc(marks + cut)}</div>'
+                f'<table style="border-collapse:collapse"><tr><th style="font-weight:500;font-size:11px">layer \\ input</th>{head}</tr>'
+                f'{"".join(trs)}{foot}</table>')
+        return card("LogitLensView", self.title or f"Logit lens: {layers} layers x {positions} positions", body)
 
     def _describe(self) -> str:
         layers, positions, k = self.shape

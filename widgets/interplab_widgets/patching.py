@@ -10,6 +10,7 @@ import traitlets
 
 from ._arrays import check_cap, check_dtype, check_finite, check_rank, from_wire, to_numpy, to_wire
 from ._base import InterplabView, view_css, view_esm
+from ._static import MUTED, card, div_rgb, esc, fmt, image, ink, legend, rgb, token_text
 
 
 def _labels(labels: Sequence[Any] | None, n: int, name: str) -> list[str]:
@@ -45,6 +46,8 @@ class PatchingHeatmap(InterplabView):
     row_title = traitlets.Unicode("layer").tag(sync=True)
     col_title = traitlets.Unicode("position").tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
+    #: What the values are, e.g. "logit difference recovered (1 = clean)"; names the legend.
+    quantity = traitlets.Unicode("").tag(sync=True)
     #: Colour saturates at +-vmax (default: the largest |value|).
     vmax = traitlets.Float(1.0).tag(sync=True)
     #: (row, col) of the clicked cell, or None before any click.
@@ -59,6 +62,7 @@ class PatchingHeatmap(InterplabView):
         row_title: str = "layer",
         col_title: str = "position",
         title: str = "",
+        quantity: str = "",
         vmax: float | None = None,
         dtype: str = "float32",
     ) -> None:
@@ -72,6 +76,8 @@ class PatchingHeatmap(InterplabView):
         check_finite(arr, "values")
         rlab = _labels(row_labels, rows, "row_labels")
         clab = _labels(col_labels, cols, "col_labels")
+        if vmax is not None and (isinstance(vmax, (bool, complex)) or not isinstance(vmax, (int, float, np.integer, np.floating))):
+            raise ValueError(f"vmax must be a finite number >= 0, got {vmax!r}.")
         if vmax is None:
             vmax = float(np.abs(arr).max()) if arr.size else 1.0
         if not np.isfinite(vmax) or vmax < 0:
@@ -85,6 +91,7 @@ class PatchingHeatmap(InterplabView):
             row_title=row_title,
             col_title=col_title,
             title=title,
+            quantity=quantity,
             vmax=float(vmax) or 1.0,
         )
 
@@ -110,6 +117,51 @@ class PatchingHeatmap(InterplabView):
         if not (0 <= r < self.shape[0] and 0 <= c < self.shape[1]):
             raise traitlets.TraitError(f"selected {value} is outside the {self.shape[0]} x {self.shape[1]} grid.")
         return (r, c)
+
+    #: Grids up to this many cells get a table with values in the static picture; larger ones an image.
+    STATIC_TABLE_CELLS: ClassVar[int] = 400
+
+    def _static_html(self) -> str:
+        rows, cols = self.shape
+        arr = self.array.astype(np.float64)
+        vmax = self.vmax or 1.0
+        colors = div_rgb(np.clip(arr / vmax, -1, 1))
+        clipped = np.abs(arr) > vmax * (1 + 1e-6)
+        quantity = self.quantity or "value"
+        label_style = "max-width:140px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+        if rows * cols <= self.STATIC_TABLE_CELLS:
+            cell = max(14, min(56, 720 // max(cols, 1)))
+            show_values = cell >= 36
+            head = "".join(
+                f'<th title="{esc(c)}" style="font-weight:400;font-size:11px;{label_style};max-width:{max(cell, 14)}px;'
+                f'{"writing-mode:vertical-rl;" if not show_values else ""}">{esc(token_text(c))}</th>'
+                for c in self.col_labels
+            )
+            body_rows = []
+            for r in range(rows):
+                tds = []
+                for c in range(cols):
+                    col = colors[r, c]
+                    mark = "▲" if clipped[r, c] and arr[r, c] > 0 else "▼" if clipped[r, c] else ""
+                    text = f"{mark}{fmt(float(arr[r, c]))}" if show_values else mark
+                    tds.append(
+                        f'<td title="{esc(self.row_labels[r])}, {esc(self.col_labels[c])}: {esc(fmt(float(arr[r, c])))}" '
+                        f'style="width:{cell}px;height:{min(cell, 28) if show_values else cell}px;padding:0;text-align:center;font-size:10px;'
+                        f'background:{rgb(col)};color:{ink(col)};border:1px solid #fff">{esc(text)}</td>'
+                    )
+                body_rows.append(
+                    f'<tr><th title="{esc(self.row_labels[r])}" style="font-weight:400;font-size:11px;text-align:right;{label_style}">'
+                    f'{esc(token_text(self.row_labels[r]))}</th>{"".join(tds)}</tr>'
+                )
+            grid = (f'<table style="border-collapse:collapse"><tr><th style="font-size:11px;color:#444;font-weight:400">'
+                    f'{esc(self.row_title)} \\ {esc(self.col_title)}</th>{head}</tr>{"".join(body_rows)}</table>')
+        else:
+            scale = max(1, min(8, 640 // max(cols, 1), 480 // max(rows, 1)))
+            grid = (f'<div style="{MUTED}">rows: {esc(self.row_title)} ({rows}), columns: {esc(self.col_title)} ({cols})</div>'
+                    + image(colors, cols * scale, rows * scale, quantity))
+        note = f"; ▲/▼: beyond ±{fmt(vmax)}, clipped" if clipped.any() else ""
+        body = f'<div style="{MUTED}">{legend(-vmax, vmax, True, quantity)}{esc(note)}</div>{grid}'
+        return card("PatchingHeatmap", self.title or f"{self.row_title} x {self.col_title}", body)
 
     def _describe(self) -> str:
         rows, cols = self.shape

@@ -8,8 +8,22 @@ from typing import Any, ClassVar
 import numpy as np
 import traitlets
 
-from ._arrays import check_axis, check_cap, check_dtype, check_finite, check_rank, check_tokens, from_wire, to_numpy, to_wire
+from ._arrays import check_axis, check_cap, check_dtype, check_int, check_rank, check_tokens, from_wire, to_numpy, to_wire
 from ._base import InterplabView, view_css, view_esm
+from ._static import MUTED, NO_VALUE, card, div_rgb, fmt, legend, rgb, seq_rgb, token_span
+
+
+def _check_series(row: np.ndarray, name: str, n_tokens: int) -> np.ndarray:
+    """One series as ``[tokens]``: NaN means "no value"; one value short is a next-token loss."""
+    check_rank(row, name, (1,), "[tokens]")
+    if row.shape[0] == n_tokens - 1:
+        # Entry i belongs to predicting token i + 1 (a per-token loss): token 0 gets no value.
+        row = np.concatenate([[np.nan], row])
+    check_axis(row, name, 0, n_tokens, "tokens (or one fewer: a next-token loss)")
+    if np.isinf(row).any():
+        i = int(np.argwhere(np.isinf(row))[0, 0])
+        raise ValueError(f"{name}: value at index {i} is {row[i]}; use NaN for \"no value\" (shown grey), or clip, e.g. np.clip(x, -1e4, 1e4).")
+    return row
 
 
 class TokenView(InterplabView):
@@ -17,7 +31,9 @@ class TokenView(InterplabView):
 
     ``values`` is ``[tokens]`` (one series), ``[series, tokens]``, or a mapping
     ``{name: [tokens]}``. A series with negative values gets a diverging red/blue
-    scale centred at 0; a non-negative one a white-to-blue scale.
+    scale centred at 0; a non-negative one a white-to-blue scale. NaN means "no
+    value" and is shown grey. A series one value shorter than the tokens is read as
+    a next-token loss: its entry ``i`` colours token ``i + 1`` and token 0 is grey.
     """
 
     MAX_TOKENS: ClassVar[int] = 8192
@@ -29,6 +45,7 @@ class TokenView(InterplabView):
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     #: [series, tokens]
     shape = traitlets.List(traitlets.Int()).tag(sync=True)
+    #: float32 (or float16) [series, tokens]; NaN = no value.
     values = traitlets.Bytes().tag(sync=True)
     dtype = traitlets.Unicode("float32").tag(sync=True)
     series_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -47,30 +64,28 @@ class TokenView(InterplabView):
         selected_series: int = 0,
     ) -> None:
         toks = check_tokens(tokens)
+        n = len(toks)
         if isinstance(values, Mapping):
             if series_names is not None:
                 raise ValueError("series_names: leave it out when values is a dict; the keys are the names.")
             series_names = [str(k) for k in values]
-            rows = [to_numpy(v, f"values[{k!r}]") for k, v in values.items()]
-            for name, row in zip(series_names, rows):
-                check_rank(row, f"values[{name!r}]", (1,), "[tokens]")
-                check_axis(row, f"values[{name!r}]", 0, len(toks), "tokens")
-                check_finite(row, f"values[{name!r}]")
-            arr = np.stack(rows) if rows else np.zeros((0, len(toks)))
+            rows = [_check_series(to_numpy(v, f"values[{k!r}]"), f"values[{k!r}]", n) for k, v in values.items()]
+            arr = np.stack(rows) if rows else np.zeros((0, n))
         else:
             arr = to_numpy(values, "values")
             check_rank(arr, "values", (1, 2), "[tokens] or [series, tokens]")
-            check_axis(arr, "values", -1, len(toks), "tokens")
-            check_finite(arr, "values")
             if arr.ndim == 1:
                 arr = arr[None]
-        check_cap(len(toks), self.MAX_TOKENS, "tokens", "Show a window, e.g. tokens[:2000] and values[..., :2000].")
+            rows = [_check_series(row, "values" if len(arr) == 1 else f"values[{i}]", n) for i, row in enumerate(arr)]
+            arr = np.stack(rows) if rows else np.zeros((0, n))
+        check_cap(n, self.MAX_TOKENS, "tokens", "Show a window, e.g. tokens[:2000] and values[..., :2000].")
         if arr.shape[0] == 0:
             raise ValueError("values: no series given; pass at least one [tokens] array.")
         check_cap(arr.shape[0], self.MAX_SERIES, "series", "Pass fewer series, e.g. values[:16].")
         names = list(series_names) if series_names is not None else [f"series {i}" for i in range(arr.shape[0])]
         if len(names) != arr.shape[0]:
             raise ValueError(f"series_names: got {len(names)} names for {arr.shape[0]} series.")
+        selected_series = check_int(selected_series, "selected_series")
         if not 0 <= selected_series < arr.shape[0]:
             raise ValueError(f"selected_series must be in [0, {arr.shape[0]}), got {selected_series}.")
         super().__init__(
@@ -85,8 +100,39 @@ class TokenView(InterplabView):
 
     @property
     def array(self) -> np.ndarray:
-        """The values as received by the browser, ``[series, tokens]`` float32."""
+        """The values as received by the browser, ``[series, tokens]`` float32 (NaN = no value)."""
         return from_wire(self.values, self.dtype, self.shape).astype(np.float32)
+
+    def colours(self, series: int | None = None) -> tuple[np.ndarray, bool, float]:
+        """Colour position per token (NaN = no value), whether the scale is diverging, and its max |v|."""
+        row = self.array[self.selected_series if series is None else series].astype(np.float64)
+        finite = row[np.isfinite(row)]
+        signed = bool(finite.size and finite.min() < 0)
+        vmax = float(np.abs(finite).max()) if finite.size else 0.0
+        vmax = vmax or 1.0
+        return row / vmax, signed, vmax
+
+    def _static_html(self) -> str:
+        s = self.selected_series
+        t, signed, vmax = self.colours()
+        row = self.array[s]
+        shown = min(len(self.tokens), self.STATIC_TOKENS)
+        colors = div_rgb(np.nan_to_num(t)) if signed else seq_rgb(np.nan_to_num(t))
+        name = self.series_names[s]
+        spans = "".join(
+            token_span(self.tokens[i], NO_VALUE if np.isnan(t[i]) else colors[i],
+                       f"{i}: {name} " + ("no value" if np.isnan(row[i]) else fmt(float(row[i]))))
+            for i in range(shown)
+        )
+        more = f'<span style="{MUTED}"> ... {len(self.tokens) - shown} more tokens</span>' if shown < len(self.tokens) else ""
+        lo = -vmax if signed else 0.0
+        grey = f'; <span style="background:{rgb(NO_VALUE)};padding:0 4px">grey</span>: no value' if np.isnan(t[:shown]).any() else ""
+        others = f" (series {s + 1} of {len(self.series_names)})" if len(self.series_names) > 1 else ""
+        body = (f'<div style="{MUTED}">{legend(lo, vmax, signed, name + others)}{grey}</div>'
+                f'<div style="display:flex;flex-wrap:wrap;gap:1px;margin-top:4px">{spans}{more}</div>')
+        return card("TokenView", self.title or f"{len(self.tokens)} tokens", body)
+
+    STATIC_TOKENS: ClassVar[int] = 2000
 
     def _describe(self) -> str:
         n = self.shape[0]
