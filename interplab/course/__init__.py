@@ -59,6 +59,33 @@ class CourseBuildError(ValueError):
     """A chapter source that cannot be turned into notebooks."""
 
 
+def _pyproject_version(text: str) -> str | None:
+    """``[project] version`` of a pyproject.toml text, or None."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the one line is enough
+        section = re.search(r"^\[project\]\s*$(?P<body>.*?)(?=^\[|\Z)", text, re.MULTILINE | re.DOTALL)
+        line = section and re.search(r'^version\s*=\s*"(?P<v>[^"]+)"', section["body"], re.MULTILINE)
+        return line["v"] if line else None
+    try:
+        return tomllib.loads(text)["project"]["version"]
+    except (KeyError, ValueError):
+        return None
+
+
+def project_version(root: Path, required: bool = True) -> str:
+    """``[project] version`` from the course's pyproject.toml (else, unless ``required``, the installed one)."""
+    path = root / "pyproject.toml"
+    version = _pyproject_version(path.read_text()) if path.exists() else None
+    if version:
+        return version
+    if required:
+        raise CourseBuildError(f"{path}: no [project] version")
+    from interplab import __version__
+
+    return __version__
+
+
 @dataclass(frozen=True)
 class Chapter:
     source: Path
@@ -231,13 +258,18 @@ def _set_recorded(cell, outputs: list, count: int) -> None:
     cell["execution_count"] = count
 
 
-def render_chapter(chapter: Chapter, recorded: dict[str, list[list]] | None = None) -> RenderedChapter:
-    """Both notebooks of a chapter, with ``recorded`` outputs put back into unchanged checked cells."""
+def render_chapter(chapter: Chapter, recorded: dict[str, list[list]] | None = None, version: str | None = None
+                   ) -> RenderedChapter:
+    """Both notebooks of a chapter, with ``recorded`` outputs put back into unchanged checked cells.
+
+    ``version`` is the release the Colab setup cell installs (default: the course's pyproject version).
+    """
     import jupytext
     import nbformat
 
     text = chapter.source.read_text()
     label = chapter.label
+    version = version or project_version(chapter.source.parent.parent, required=False)
     if "google.colab" in text:
         number = next(i for i, line in enumerate(text.splitlines(), 1) if "google.colab" in line)
         raise CourseBuildError(f"{label}:{number}: the build adds the Colab setup cell to every notebook; "
@@ -280,7 +312,7 @@ def render_chapter(chapter: Chapter, recorded: dict[str, list[list]] | None = No
     hint_at = dict(added_hints)
     for index, cell in enumerate(solution.cells):
         if index == first_code:
-            solution_cells.append(nbformat.v4.new_code_cell(setup_cell_source(), metadata={"tags": [SETUP_TAG]}))
+            solution_cells.append(nbformat.v4.new_code_cell(setup_cell_source(version), metadata={"tags": [SETUP_TAG]}))
             cell_lines.append(lines[index])
         if index in hint_at:
             hint = nbformat.v4.new_markdown_cell(f"<details><summary>Hint</summary>\n\n{hint_at[index]}\n</details>")
@@ -296,7 +328,7 @@ def render_chapter(chapter: Chapter, recorded: dict[str, list[list]] | None = No
         solution_cells.append(cell)
         cell_lines.append(lines[index])
     if first_code == len(solution.cells):
-        solution_cells.append(nbformat.v4.new_code_cell(setup_cell_source(), metadata={"tags": [SETUP_TAG]}))
+        solution_cells.append(nbformat.v4.new_code_cell(setup_cell_source(version), metadata={"tags": [SETUP_TAG]}))
         cell_lines.append(len(text.splitlines()))
     if total == 0:
         raise CourseBuildError(f"{label}:1: the chapter has no exercises (no '# BEGIN SOLUTION' block); "
