@@ -67,6 +67,131 @@ def test_attention_scale_changes_thumbnail_colours(open_html: Callable, tokens: 
     assert page.eval_on_selector(".ipl-thumb canvas", "c => c.toDataURL()") != per_head
 
 
+def causal_lm_like(n: int = 12, heads: int = 3, seed: int = 0) -> np.ndarray:
+    """Query 0 attends 1.0 to itself and BOS soaks up weight, as in a real causal model; head h gets weaker."""
+    rng = np.random.default_rng(seed)
+    pattern = np.tril(rng.random((heads, n, n)) * (0.3 / (1 + np.arange(heads)))[:, None, None])
+    pattern[:, :, 0] += 2.0
+    return pattern / pattern.sum(-1, keepdims=True)
+
+
+def big_pixels(page: Any) -> np.ndarray:
+    data = page.eval_on_selector(".ipl-big", "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
+    w, h = page.eval_on_selector(".ipl-big", "c => [c.width, c.height]")
+    return np.array(data, np.int32).reshape(h, w, 4)[..., :3]
+
+
+@pytest.mark.parametrize("scale", ["head", "global", "row", "one"])
+def test_attention_scales_differ_for_causal_models_and_match_python(open_html: Callable, scale: str) -> None:
+    """Each colour scale draws what AttentionView.colours computes (the static picture uses the same)."""
+    from interplab_widgets._static import seq_rgb
+
+    tokens = [f"t{i}" for i in range(12)]
+    view = AttentionView(tokens, causal_lm_like(), scale=scale, selected_head=2, dtype="float32")
+    page = open_html(view.to_html()).page
+    drawn = big_pixels(page)
+    t = view.colours(2)
+    expected = seq_rgb(np.nan_to_num(t))
+    inside = ~np.isnan(t)
+    assert np.abs(drawn[inside] - expected[inside]).max() <= 3
+    assert (drawn[~inside] == 236).all()
+
+
+def test_attention_head_scale_brings_out_weak_heads(open_html: Callable) -> None:
+    tokens = [f"t{i}" for i in range(12)]
+    view = AttentionView(tokens, causal_lm_like(), selected_head=2)
+    page = open_html(view.to_html()).page
+    frames = {}
+    for scale in ["head", "global", "row", "one"]:
+        page.select_option(".ipl-scale", scale)
+        frames[scale] = big_pixels(page)
+    assert len({f.tobytes() for f in frames.values()}) == 4  # four different pictures, not one
+    off_bos = np.tril(np.ones((12, 12), bool), -1)
+    off_bos[:, 0] = False  # the cells a weak head's story is in: below the diagonal, BOS column left out
+    assert frames["head"][off_bos].mean() < frames["one"][off_bos].mean() - 40  # weak head: darker, i.e. visible
+    page.select_option(".ipl-gamma", "0.5")  # on scale "one", the last chosen
+    assert page.evaluate(f"{MODEL}.get('gamma')") == 0.5
+    assert big_pixels(page)[off_bos].mean() < frames["one"][off_bos].mean() - 15
+    assert "^0.5" in page.inner_text(".ipl-legend")
+
+
+def test_attention_axes_are_labelled_with_tokens_and_thinned(open_html: Callable, causal_pattern: Callable) -> None:
+    few = [f"w{i}" for i in range(8)]
+    page = open_html(AttentionView(few, causal_pattern(1, 1, 8)[0]).to_html(), "few.html").page
+    assert page.locator(".ipl-axis-y .ipl-axis-label").all_inner_texts() == few
+    assert page.locator(".ipl-axis-x .ipl-axis-label").all_inner_texts() == few
+
+    many = [f"w{i}" for i in range(100)]
+    page = open_html(AttentionView(many, causal_pattern(1, 1, 100)[0]).to_html(), "many.html").page
+    labels = page.locator(".ipl-axis-y .ipl-axis-label")
+    assert 10 <= labels.count() < 100  # thinned
+    tops = [labels.nth(i).bounding_box()["y"] for i in range(labels.count())]
+    assert min(np.diff(tops)) >= 10  # no two labels overlap
+    xs = [b["x"] for b in (page.locator(".ipl-axis-x .ipl-axis-label").nth(i).bounding_box() for i in range(labels.count()))]
+    assert min(np.diff(xs)) >= 10
+
+
+def test_attention_hover_preview_key_column_and_leaving(open_html: Callable, tokens: list[str], causal_pattern: Callable) -> None:
+    view = AttentionView(tokens, causal_pattern(2, 3, 5))
+    watch = open_html(view.to_html())
+    page = watch.page
+    selected = page.eval_on_selector(".ipl-big", "c => c.toDataURL()")
+    page.hover(".ipl-thumb >> nth=4")
+    assert page.inner_text(".ipl-big-label") == "preview: L1H1"
+    assert page.eval_on_selector(".ipl-big", "c => c.toDataURL()") != selected
+    assert page.evaluate(f"{MODEL}.get('selected_head')") == 0  # a preview selects nothing
+    page.mouse.move(5, 880)  # leave the grid
+    assert page.inner_text(".ipl-big-label") == "L0H0"
+    assert page.eval_on_selector(".ipl-big", "c => c.toDataURL()") == selected
+
+    # Hovering a key outlines its column, not its row.
+    page.hover(".ipl-strip-in .ipl-token >> nth=2")
+    assert page.is_visible(".ipl-col-marker") and page.is_hidden(".ipl-row-marker")
+    assert page.eval_on_selector(".ipl-col-marker", "m => m.style.left") == "40%"
+    assert "gets most attention from" in page.inner_text(".ipl-readout")
+    inn = backgrounds(page, ".ipl-strip-in .ipl-token")
+    assert inn[0] == "rgb(236, 236, 236)" and inn[2].startswith("rgb(") and inn[4].startswith("rgb(")  # query 0 cannot see key 2
+    assert set(backgrounds(page, ".ipl-strip-out .ipl-token")) == {""}
+
+    # Leaving a strip and leaving the enlarged head both clear the hover.
+    page.mouse.move(5, 880)
+    after_strip = (page.is_hidden(".ipl-col-marker"), page.inner_text(".ipl-readout"), set(backgrounds(page, ".ipl-token")))
+    box = page.locator(".ipl-big").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.9)
+    assert page.is_visible(".ipl-row-marker") and page.is_visible(".ipl-col-marker") and page.is_visible(".ipl-tooltip")
+    page.mouse.move(5, 880)
+    after_big = (page.is_hidden(".ipl-col-marker"), page.inner_text(".ipl-readout"), set(backgrounds(page, ".ipl-token")))
+    assert after_strip == after_big == (True, after_strip[1], {""})
+    assert page.is_hidden(".ipl-row-marker") and page.is_hidden(".ipl-tooltip")
+    watch.assert_clean()
+
+
+def test_attention_keyboard(open_html: Callable, tokens: list[str], causal_pattern: Callable) -> None:
+    view = AttentionView(tokens, causal_pattern(1, 3, 5)[0])
+    page = open_html(view.to_html()).page
+    page.focus(".ipl-big")
+    page.keyboard.press("ArrowDown")  # first key press lands on cell (0, 0)
+    assert "query 0" in page.inner_text(".ipl-tooltip")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    tip = page.inner_text(".ipl-tooltip")
+    assert 'query 2 " cat"' in tip and 'key 1 "The"' in tip
+    assert 'query 2 " cat" \u2192 key 1 "The"' in page.inner_text(".ipl-readout")
+    page.keyboard.press("Escape")
+    assert page.is_hidden(".ipl-tooltip") and page.is_hidden(".ipl-row-marker")
+    # Thumbnails are buttons: Tab reaches them, Enter selects.
+    page.focus(".ipl-thumb >> nth=2")
+    assert page.inner_text(".ipl-big-label") == "preview: H2"
+    page.keyboard.press("Enter")
+    assert page.evaluate(f"{MODEL}.get('selected_head')") == 2
+    # Strips: arrows walk the tokens.
+    page.focus(".ipl-strip-out .ipl-tokens")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute(".ipl-strip-out .ipl-token.ipl-active", "data-index") == "1"
+
+
 def test_token_view_hover_and_series_selector(open_html: Callable, tokens: list[str]) -> None:
     view = TokenView(tokens, {"act": np.array([0.0, 0.25, 0.5, 0.75, 1.0]), "probe": np.array([-2.0, -1.0, 0.0, 1.0, 2.0])})
     watch = open_html(view.to_html())

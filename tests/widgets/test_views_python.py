@@ -451,3 +451,43 @@ def test_patching_quantity_names_the_legend() -> None:
     assert ">\u25b2" not in html  # 0.5 is inside: no mark (the note names both marks)
     with pytest.raises(ValueError, match=r"vmax must be a finite number"):
         PatchingHeatmap(np.ones((1, 1)), vmax=1j)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- AttentionView colour scales
+
+
+def test_attention_colour_max_leaves_out_first_query_and_bos() -> None:
+    from interplab_widgets.attention import colour_max
+
+    pattern = np.array([[[1.0, np.nan, np.nan], [0.9, 0.1, np.nan], [0.7, 0.2, 0.1]],
+                        [[1.0, np.nan, np.nan], [0.5, 0.5, np.nan], [0.2, 0.4, 0.4]]])
+    assert colour_max(pattern, "head")[:, 0, 0].tolist() == [0.2, 0.5]  # not 1.0: query 0 and BOS are left out
+    assert colour_max(pattern, "global")[:, 0, 0].tolist() == [0.5, 0.5]
+    assert colour_max(pattern, "one")[:, 0, 0].tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(colour_max(pattern, "row")[0, :, 0], [1.0, 0.1, 0.2])  # query 0 has only BOS
+    only_bos = np.zeros((1, 3, 3))
+    only_bos[0, :, 0] = 1.0
+    assert colour_max(only_bos, "head")[0, 0, 0] == 1.0  # nothing else: fall back to the full max
+
+
+def test_attention_gamma_and_colours() -> None:
+    pattern = np.tril(np.ones((1, 3, 3)))
+    pattern /= pattern.sum(-1, keepdims=True)
+    view = AttentionView(["a", "b", "c"], pattern, gamma=0.5, scale="one", dtype="float32")
+    np.testing.assert_allclose(view.colours(0)[2], np.sqrt([1 / 3, 1 / 3, 1 / 3]), rtol=1e-6)
+    assert np.isnan(view.colours(0)[0, 1])
+    with pytest.raises(ValueError, match=r"gamma must be a number in \[0.05, 20\]"):
+        AttentionView(["a", "b", "c"], pattern, gamma=0)
+    with pytest.raises(traitlets.TraitError, match=r"gamma must be"):
+        view.gamma = -1.0
+    with pytest.raises(ValueError, match=r"scale must be one of \('head', 'global', 'row', 'one'\)"):
+        AttentionView(["a", "b", "c"], pattern, scale="max")
+
+
+def test_attention_static_picture_shows_every_head_and_the_selected_one(causal_pattern: Callable[..., np.ndarray]) -> None:
+    view = AttentionView(TOKENS, causal_pattern(2, 3, 5), selected_head=4, title="two layers")
+    html = view.static_html()
+    assert html.count("<img ") == 6 + 1  # thumbnails + the enlarged head
+    assert "L1H1 (rows: query, columns: key)" in html and "two layers" in html
+    assert "&lt;bos&gt;" in html and "\u00a0cat" in html  # token axes, whitespace made visible
+    assert "grey: causally masked" in html

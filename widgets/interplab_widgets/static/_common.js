@@ -39,9 +39,19 @@ function iplEl(tag, className, text) {
   return node;
 }
 
-/** Token text with whitespace made visible, so " the" and "the" differ on screen. */
+/** Token text with whitespace and control characters made visible, so " the" and "the" differ
+ *  on screen and "\x00" is not invisible. Display only: the model keeps the exact string. */
 function iplTokenText(tok) {
-  return tok.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5").replace(/ /g, "\u00a0");
+  return tok
+    .replace(/\n/g, "\u21b5")
+    .replace(/\t/g, "\u21e5")
+    .replace(/ /g, "\u00a0")
+    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+/** A token quoted for tooltips and readouts, escapes and all (JSON string syntax). */
+function iplQuote(tok) {
+  return JSON.stringify(tok);
 }
 
 function iplFmt(v) {
@@ -59,17 +69,50 @@ function iplLerp(stops, t) {
 }
 
 // White to blue (magnitudes: attention, activations) and red-white-blue (signed values).
+// On a dark page the low end is the page's dark grey instead of white, so that
+// "nothing" blends into the background and strong values stand out.
 const IPL_BLUES = [[255, 255, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
 const IPL_REDS = [[255, 255, 255], [252, 187, 161], [251, 106, 74], [203, 24, 29], [103, 0, 13]];
+const IPL_BLUES_DARK = [[28, 28, 28], [16, 60, 110], [33, 113, 181], [107, 174, 214], [222, 235, 247]];
+const IPL_REDS_DARK = [[28, 28, 28], [110, 16, 20], [203, 24, 29], [251, 106, 74], [254, 224, 210]];
+
+/** True in JupyterLab's dark themes and VS Code's dark themes. */
+function iplIsDark() {
+  const body = document.body;
+  if (!body) return false;
+  if (body.dataset.jpThemeLight === "false") return true;
+  if (body.dataset.jpThemeLight === "true") return false;
+  return body.classList.contains("vscode-dark") || body.classList.contains("vscode-high-contrast");
+}
+
+/** Call cb when the page switches between light and dark; returns a cleanup function. */
+function iplOnTheme(cb) {
+  if (!document.body || typeof MutationObserver === "undefined") return () => {};
+  let dark = iplIsDark();
+  const obs = new MutationObserver(() => {
+    if (iplIsDark() !== dark) {
+      dark = iplIsDark();
+      cb();
+    }
+  });
+  obs.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "class"] });
+  return () => obs.disconnect();
+}
 
 /** [r,g,b] for t in [0,1] on the sequential scale. */
 function iplSeq(t) {
-  return iplLerp(IPL_BLUES, t);
+  return iplLerp(iplIsDark() ? IPL_BLUES_DARK : IPL_BLUES, t);
 }
 
-/** [r,g,b] for t in [-1,1]: negative red, zero white, positive blue. */
+/** [r,g,b] for t in [-1,1]: negative red, zero white (dark grey on a dark page), positive blue. */
 function iplDiv(t) {
-  return t < 0 ? iplLerp(IPL_REDS, -t) : iplLerp(IPL_BLUES, t);
+  const dark = iplIsDark();
+  return t < 0 ? iplLerp(dark ? IPL_REDS_DARK : IPL_REDS, -t) : iplLerp(dark ? IPL_BLUES_DARK : IPL_BLUES, t);
+}
+
+/** Colour of "no value" / causally masked cells. */
+function iplMaskedRgb() {
+  return iplIsDark() ? [64, 64, 64] : [236, 236, 236];
 }
 
 /** 256-entry RGB lookup table for fast per-pixel drawing. */
@@ -97,19 +140,33 @@ function iplTint(node, c) {
   node.style.color = iplInk(c);
 }
 
-/** A floating tooltip owned by root; show() takes lines of text. */
+/** A floating tooltip owned by root; show() takes lines of text and an event (or a DOMRect to sit
+ *  beside). It is position: fixed, so an output cell's overflow cannot cut it off, and it flips
+ *  left / up to stay inside the viewport. */
 function iplTooltip(root) {
   const tip = iplEl("div", "ipl-tooltip");
   tip.hidden = true;
+  tip.setAttribute("role", "tooltip");
   root.appendChild(tip);
   return {
     node: tip,
-    show(lines, event) {
+    show(lines, at) {
       tip.replaceChildren(...lines.map((line) => iplEl("div", "", line)));
       tip.hidden = false;
-      const box = root.getBoundingClientRect();
-      tip.style.left = `${event.clientX - box.left + 12}px`;
-      tip.style.top = `${event.clientY - box.top + 12}px`;
+      const x = at.clientX ?? at.right;
+      const y = at.clientY ?? at.bottom;
+      // A transformed or contained ancestor makes "fixed" relative to itself: measure that origin.
+      tip.style.left = "0px";
+      tip.style.top = "0px";
+      const origin = tip.getBoundingClientRect();
+      const vw = document.documentElement.clientWidth || window.innerWidth;
+      const vh = document.documentElement.clientHeight || window.innerHeight;
+      let left = x + 12;
+      let top = y + 12;
+      if (left + origin.width > vw - 4) left = Math.max(4, x - 12 - origin.width);
+      if (top + origin.height > vh - 4) top = Math.max(4, y - 12 - origin.height);
+      tip.style.left = `${left - origin.left}px`;
+      tip.style.top = `${top - origin.top}px`;
     },
     hide() {
       tip.hidden = true;
@@ -117,8 +174,25 @@ function iplTooltip(root) {
   };
 }
 
+/** Arrow keys move (r, c) inside rows x cols; returns the new position or null for other keys. */
+function iplArrow(event, r, c, rows, cols) {
+  const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1], Home: [0, -cols], End: [0, cols] };
+  const m = moves[event.key];
+  if (!m) return null;
+  event.preventDefault();
+  return [Math.min(rows - 1, Math.max(0, r + m[0])), Math.min(cols - 1, Math.max(0, c + m[1]))];
+}
+
+/** A small "clear" button for a selection. */
+function iplClearButton(onClear) {
+  const btn = iplEl("button", "ipl-clear", "clear selection");
+  btn.type = "button";
+  btn.addEventListener("click", onClear);
+  return btn;
+}
+
 /** A gradient legend from lo to hi. */
-function iplLegend(colorFn, lo, hi, label, signed) {
+function iplLegend(colorFn, lo, hi, label, signed, loText, hiText) {
   const wrap = iplEl("div", "ipl-legend");
   const canvas = iplEl("canvas", "ipl-legend-bar");
   canvas.width = 128;
@@ -129,7 +203,7 @@ function iplLegend(colorFn, lo, hi, label, signed) {
     ctx.fillStyle = iplRgb(colorFn(signed ? t * 2 - 1 : t));
     ctx.fillRect(x, 0, 1, 1);
   }
-  wrap.append(iplEl("span", "ipl-legend-lo", iplFmt(lo)), canvas, iplEl("span", "ipl-legend-hi", iplFmt(hi)));
+  wrap.append(iplEl("span", "ipl-legend-lo", loText ?? iplFmt(lo)), canvas, iplEl("span", "ipl-legend-hi", hiText ?? iplFmt(hi)));
   if (label) wrap.prepend(iplEl("span", "ipl-legend-label", label));
   return wrap;
 }
