@@ -236,16 +236,21 @@ def _token_batches(token_batches: Tokens | Iterable[Tokens]) -> list[Tokens]:
     return batches
 
 
-def _flat_residuals(model, token_batches: list[Tokens], skip_first: int, progress: bool
+def _flat_residuals(model, token_batches: list[Tokens], skip_first: int, pad_token_id: int | None, progress: bool
                     ) -> Float[torch.Tensor, "layer token d_model"]:
-    """Every layer's residual at every position (after the first ``skip_first``), rows = tokens."""
+    """Every layer's residual at every kept position (not the first ``skip_first``, not padding), rows = tokens."""
     chunks = []
     for tokens in tqdm(token_batches, desc="caching residuals", leave=False, disable=not progress or len(token_batches) < 3):
         tokens = _check_tokens(model, tokens)
-        if tokens.shape[1] <= skip_first:
-            raise ValueError(f"sequences of {tokens.shape[1]} tokens leave nothing after skipping {skip_first} positions")
-        resid = residual_stack(model, tokens)[:, :, skip_first:]
-        chunks.append(resid.reshape(resid.shape[0], -1, resid.shape[-1]))
+        keep = torch.ones(tokens.shape, dtype=torch.bool)
+        keep[:, :skip_first] = False
+        if pad_token_id is not None:
+            keep &= tokens.cpu() != pad_token_id
+        if keep.any():
+            chunks.append(residual_stack(model, tokens)[:, keep.to(_device(model))])
+    if not chunks:
+        raise ValueError(f"no positions left after skipping the first {skip_first} and padding ({pad_token_id}); "
+                         f"pass longer sequences or a smaller skip_first")
     return torch.cat(chunks, dim=1)
 
 
@@ -257,8 +262,8 @@ def _kl_final_to_lens(final_logits: Float[torch.Tensor, "n vocab"], lens_logits:
 
 
 def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int = 250, lr: float = 1e-2,
-                     seed: int = 0, batch_size: int = 512, skip_first: int = 1, weight_decay: float = 0.0,
-                     progress: bool = True) -> TunedLens:
+                     seed: int = 0, batch_size: int = 512, skip_first: int = 1, pad_token_id: int | None = None,
+                     weight_decay: float = 0.0, progress: bool = True) -> TunedLens:
     """Fit one translator per layer so the lens matches the model's final distribution.
 
     The model runs once over ``token_batches`` (a ``[batch, seq]`` tensor or a list of them) to cache
@@ -266,13 +271,14 @@ def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int
     tokens a step, Adam, KL(final || lens) summed over layers) without running the model again. Only
     the lens's parameters learn; the model's final norm and unembedding are used, never changed.
     ``skip_first`` positions are left out (the ``<bos>`` residual is an outlier that carries no
-    prediction). Deterministic for a given ``seed``.
+    prediction), and so are positions holding ``pad_token_id`` (right-padded prompts). Deterministic
+    for a given ``seed``.
     """
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"steps and batch_size must be >= 1 and lr > 0, got steps={steps}, batch_size={batch_size}, lr={lr}")
     batches = _token_batches(token_batches)
     lens = TunedLens.for_model(model)
-    resid = _flat_residuals(model, batches, skip_first, progress)
+    resid = _flat_residuals(model, batches, skip_first, pad_token_id, progress)
     with torch.no_grad():
         final_logits = decode_residual(model, resid[-1])
     n_tokens = resid.shape[1]
@@ -306,15 +312,16 @@ class LensKL:
 
 
 def lens_kl_by_layer(model, tokens: Tokens, tuned_lens: TunedLens | None = None, skip_first: int = 1,
-                     chunk_tokens: int = 4096) -> LensKL:
+                     pad_token_id: int | None = None, chunk_tokens: int = 4096) -> LensKL:
     """How far each layer's lens reading is from the model's final distribution, for the logit lens and
     (if given) a tuned lens. The last layer is 0 for both: there the lens is the model.
 
-    Evaluate on tokens the lens was not trained on. ``skip_first`` as in :func:`train_tuned_lens`.
+    Evaluate on tokens the lens was not trained on. ``skip_first`` and ``pad_token_id`` as in
+    :func:`train_tuned_lens`.
     """
     if tuned_lens is not None:
         tuned_lens.check_model(model)
-    resid = _flat_residuals(model, [tokens], skip_first, progress=False)
+    resid = _flat_residuals(model, [tokens], skip_first, pad_token_id, progress=False)
     totals = {"logit": torch.zeros(resid.shape[0], dtype=torch.float64),
               "tuned": torch.zeros(resid.shape[0], dtype=torch.float64)}
     with torch.no_grad():

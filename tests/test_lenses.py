@@ -131,6 +131,18 @@ def test_tuned_lens_beats_logit_lens_on_held_out_prompts(ioi_model, ioi_lens):
     assert (kl.logit_lens[:-1] > 0.1).all()  # there is something to improve
 
 
+def test_padding_is_left_out(ioi_model, ioi_lens):
+    tokens = ioi.sample(32, seed=6).tokens  # 15 tokens; the model's context is 16
+    pad = 1  # any id: this column is padding by declaration
+    padded = torch.cat([tokens, torch.full((32, 1), pad)], dim=1)
+    plain, skipped = lens_kl_by_layer(ioi_model, tokens, ioi_lens), lens_kl_by_layer(ioi_model, padded, ioi_lens, pad_token_id=pad)
+    torch.testing.assert_close(skipped.tuned_lens, plain.tuned_lens)
+    torch.testing.assert_close(skipped.logit_lens, plain.logit_lens)
+    assert not torch.allclose(lens_kl_by_layer(ioi_model, padded, ioi_lens).logit_lens, plain.logit_lens)
+    with pytest.raises(ValueError, match="no positions left"):
+        train_tuned_lens(ioi_model, tokens[:, :1], steps=1, progress=False)
+
+
 def test_tuned_lens_training_is_deterministic_and_trains_only_the_lens(ioi_model):
     tokens = ioi.sample(64, seed=4).with_answer()
     before = {name: p.detach().clone() for name, p in ioi_model.named_parameters()}
