@@ -99,6 +99,7 @@ checks.test_top_prediction(top_prediction)
 # the word that followed `su` last time.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 prediction = top_prediction(model, tokens)
 print("the model predicts:", model.to_string(prediction))
 
@@ -144,6 +145,7 @@ def previous_token_attention(cache, layer: int, head: int) -> float:
 checks.test_previous_token_attention(previous_token_attention)
 
 # %%
+# NBVAL_CHECK_OUTPUT
 scores = circuits.previous_token_scores(cache)  # the library version: every layer and head at once
 for layer in range(cfg.n_layers):
     print(f"layer {layer}: " + "  ".join(f"head {h}: {s:.2f}" for h, s in enumerate(scores[layer].tolist())))
@@ -165,7 +167,9 @@ for layer in range(cfg.n_layers):
 # <details><summary>Hint</summary>
 #
 # Append `resid.norm(dim=-1).mean()` to a list from inside the hook; return nothing from the hook
-# (returning `None` leaves the activation unchanged); `torch.stack` the list at the end.
+# (returning `None` leaves the activation unchanged); `torch.stack` the list at the end. The hooks
+# run in layer order. (If you would rather key a dict by name, read the next section first:
+# `hook.name` is not the name you registered.)
 # </details>
 
 # %%
@@ -183,6 +187,41 @@ def residual_norms(model, tokens: torch.Tensor) -> torch.Tensor:
 
 
 checks.test_residual_norms(residual_norms)
+
+# %% [markdown]
+# ### `hook.name` is not the name you registered
+#
+# A hook receives a second argument, `hook`, whose `.name` looks like the obvious way to tell one
+# hook point from another. Under TransformerLens 4 it is not: the bridge wraps the real model's
+# modules, and many of the classic names (`hook_z`, `hook_resid_post`, ...) are **aliases** for
+# the bridge's own hook points. The hook sees the bridge's name:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+registered = ["blocks.0.attn.hook_z", "blocks.0.hook_resid_post", "blocks.1.attn.hook_pattern"]
+seen = []
+model.run_with_hooks(probe, fwd_hooks=[(name, lambda activation, hook: seen.append(hook.name)) for name in registered])
+for name, hook_name in zip(registered, seen):
+    print(f"registered {name:28s} -> hook.name {hook_name}")
+
+# %% [markdown]
+# So a recording hook written as `store[hook.name] = activation` files `hook_z` under
+# `blocks.0.attn.o.hook_in`, and `store["blocks.0.attn.hook_z"]` raises `KeyError`. The safe
+# pattern: carry the name you registered into the hook yourself, with a closure (as `residual_norms`
+# and `ablate_head_hook` do) or `functools.partial`:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from functools import partial
+
+
+def store_activation(activation, hook, name, store):
+    store[name] = activation.detach()  # `name` is the registered name, whatever hook.name says
+
+
+store = {}
+model.run_with_hooks(probe, fwd_hooks=[(name, partial(store_activation, name=name, store=store)) for name in registered])
+print(sorted(store))
 
 # %% [markdown]
 # ## 5. Hooks that edit
@@ -222,6 +261,7 @@ checks.test_ablate_head_hook(ablate_head_hook)
 # `circuits.next_token_accuracy` counts correct argmax predictions where a mask is true.)
 
 # %%
+# NBVAL_CHECK_OUTPUT
 batch = induction.repeated_tokens(16, half_len=15, seed=11)
 second_half = torch.zeros_like(batch, dtype=torch.bool)
 second_half[:, 16:] = True
@@ -272,4 +312,6 @@ if not hub_reachable():
 
 gpt2_shaped = build_random_gpt2(n_layers=2, d_model=64, n_heads=4)
 _, gpt2_cache = gpt2_shaped.run_with_cache(torch.randint(0, 128, (1, 12)))
-print("previous-token scores of a random GPT-2-shaped model:\n", circuits.previous_token_scores(gpt2_cache))
+print("previous-token scores of a random GPT-2-shaped model (layer x head):")
+for layer, row in enumerate(circuits.previous_token_scores(gpt2_cache).tolist()):
+    print(f"layer {layer}: " + "  ".join(f"{score:.2f}" for score in row))
