@@ -105,8 +105,8 @@ def test_refresh_refuses_outputs_nbval_cannot_compare():
 
 
 def test_refresh_error_names_the_source_line(tmp_path):
-    root = _chapter(tmp_path, CHAPTER.replace("print(\"unchecked", "1 / 0\nprint(\"unchecked"))
-    with pytest.raises(CourseBuildError, match=r"^solutions/01_tiny\.py:29: .*ZeroDivisionError"):
+    root = _chapter(tmp_path, CHAPTER.replace("print(\"unchecked", "x = 1\n1 / 0\nprint(\"unchecked"))
+    with pytest.raises(CourseBuildError, match=r"^solutions/01_tiny\.py:30: .*ZeroDivisionError"):
         refresh_outputs(root, "01", log=lambda *_: None)
 
 

@@ -92,7 +92,13 @@ def execute(rendered: RenderedChapter, timeout: int = 900) -> None:
     except CellExecutionError as error:
         failed = next((i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
                        and any(o.get("output_type") == "error" for o in cell.get("outputs", []))), None)
-        where = rendered.where(failed) if failed is not None else rendered.chapter.label
+        where = rendered.where(failed) if failed is not None else f"{rendered.chapter.label}:1"
+        if failed is not None:  # IPython's traceback names the line inside the cell: "Cell In[7], line 3"
+            traceback = "\n".join(line for output in notebook.cells[failed].outputs
+                                  if output.get("output_type") == "error" for line in output.get("traceback", []))
+            inside = re.search(r"Cell In\[\d+\], line (\d+)", re.sub(r"\x1b\[[0-9;]*m", "", traceback))
+            if inside:
+                where = f"{rendered.chapter.label}:{rendered.lines[failed] + int(inside.group(1)) - 1}"
         summary = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise CourseBuildError(f"{where}: the cell failed while recording outputs: {summary}") from error
     finally:
