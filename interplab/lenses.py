@@ -279,8 +279,6 @@ def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int
     batches = _token_batches(token_batches)
     lens = TunedLens.for_model(model)
     resid = _flat_residuals(model, batches, skip_first, pad_token_id, progress)
-    with torch.no_grad():
-        final_logits = decode_residual(model, resid[-1])
     n_tokens = resid.shape[1]
     generator = torch.Generator().manual_seed(seed)
     params = list(lens.parameters())
@@ -289,8 +287,10 @@ def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int
     bar = tqdm(range(steps), desc="training tuned lens", leave=False, disable=not progress, mininterval=0.5)
     for _ in bar:
         rows = torch.randint(n_tokens, (min(batch_size, n_tokens),), generator=generator).to(resid.device)
+        with torch.no_grad():  # recomputed per step: caching [tokens, vocab] would not fit a real vocabulary
+            final_logits = decode_residual(model, resid[-1, rows])
         lens_logits = decode_residual(model, lens.translate(resid[:-1, rows]))
-        loss = _kl_final_to_lens(final_logits[rows], lens_logits).mean(-1).sum()
+        loss = _kl_final_to_lens(final_logits, lens_logits).mean(-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=params)
         optimizer.step()
