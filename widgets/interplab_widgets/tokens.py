@@ -64,6 +64,23 @@ class TokenView(InterplabView):
         selected_series: int = 0,
     ) -> None:
         toks = check_tokens(tokens)
+        arr, names = self._series(toks, values, series_names)
+        selected_series = check_int(selected_series, "selected_series")
+        if not 0 <= selected_series < arr.shape[0]:
+            raise ValueError(f"selected_series must be in [0, {arr.shape[0]}), got {selected_series}.")
+        super().__init__(
+            tokens=toks,
+            shape=list(arr.shape),
+            values=to_wire(arr, check_dtype(dtype)),
+            dtype=dtype,
+            series_names=names,
+            selected_series=selected_series,
+            title=title,
+        )
+
+    @classmethod
+    def _series(cls, toks: list[str], values: Any, series_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+        """Validate values into ``[series, tokens]`` and their names."""
         n = len(toks)
         if isinstance(values, Mapping):
             if series_names is not None:
@@ -78,25 +95,26 @@ class TokenView(InterplabView):
                 arr = arr[None]
             rows = [_check_series(row, "values" if len(arr) == 1 else f"values[{i}]", n) for i, row in enumerate(arr)]
             arr = np.stack(rows) if rows else np.zeros((0, n))
-        check_cap(n, self.MAX_TOKENS, "tokens", "Show a window, e.g. tokens[:2000] and values[..., :2000].")
+        check_cap(n, cls.MAX_TOKENS, "tokens", "Show a window, e.g. tokens[:2000] and values[..., :2000].")
         if arr.shape[0] == 0:
             raise ValueError("values: no series given; pass at least one [tokens] array.")
-        check_cap(arr.shape[0], self.MAX_SERIES, "series", "Pass fewer series, e.g. values[:16].")
+        check_cap(arr.shape[0], cls.MAX_SERIES, "series", "Pass fewer series, e.g. values[:16].")
         names = list(series_names) if series_names is not None else [f"series {i}" for i in range(arr.shape[0])]
         if len(names) != arr.shape[0]:
             raise ValueError(f"series_names: got {len(names)} names for {arr.shape[0]} series.")
+        return arr, [str(x) for x in names]
+
+    def set_series(self, values: Any, series_names: Sequence[str] | None = None, selected_series: int = 0) -> None:
+        """Replace the value series (same forms as the constructor); the open view repaints."""
+        arr, names = self._series(self.tokens, values, series_names)
         selected_series = check_int(selected_series, "selected_series")
         if not 0 <= selected_series < arr.shape[0]:
             raise ValueError(f"selected_series must be in [0, {arr.shape[0]}), got {selected_series}.")
-        super().__init__(
-            tokens=toks,
-            shape=list(arr.shape),
-            values=to_wire(arr, check_dtype(dtype)),
-            dtype=dtype,
-            series_names=[str(n) for n in names],
-            selected_series=selected_series,
-            title=title,
-        )
+        with self.hold_sync():
+            self.selected_series = selected_series
+            self.series_names = names
+            self.shape = list(arr.shape)
+            self.values = to_wire(arr, self.dtype)
 
     @property
     def array(self) -> np.ndarray:
