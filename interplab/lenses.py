@@ -153,8 +153,8 @@ class TunedLens(nn.Module):
     """One affine translator per block input, ``h -> h + A h + b``, initialised to the identity.
 
     The last layer (the model's output residual) has no translator: there the lens is the model.
-    Train it with :func:`train_tuned_lens`; read with :meth:`apply`; keep with :meth:`save` /
-    :meth:`TunedLens.load`.
+    Train it with :func:`train_tuned_lens`; read with :meth:`apply` (which replaces ``nn.Module.apply``:
+    it takes a model and tokens); keep with :meth:`save` / :meth:`TunedLens.load`.
     """
 
     def __init__(self, d_model: int, n_layers: int, model_name: str = "") -> None:
@@ -168,10 +168,12 @@ class TunedLens(nn.Module):
             nn.init.zeros_(translator.bias)
 
     @classmethod
-    def for_model(cls, model) -> TunedLens:
-        """An untrained (identity) lens shaped for ``model``: it reads exactly like the logit lens."""
-        lens = cls(model.cfg.d_model, model.cfg.n_layers, str(getattr(model.cfg, "model_name", "") or ""))
-        return lens.to(_device(model))
+    def for_model(cls, model, model_name: str = "") -> TunedLens:
+        """An untrained (identity) lens shaped for ``model``: it reads exactly like the logit lens.
+
+        ``model_name`` (e.g. ``"facts-4l"``) is saved with the lens and quoted in mismatch errors.
+        """
+        return cls(model.cfg.d_model, model.cfg.n_layers, model_name).to(_device(model))
 
     def check_model(self, model) -> None:
         """Raise a ValueError that says what differs when this lens was not made for ``model``'s shape."""
@@ -263,7 +265,7 @@ def _kl_final_to_lens(final_logits: Float[torch.Tensor, "n vocab"], lens_logits:
 
 def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int = 250, lr: float = 1e-2,
                      seed: int = 0, batch_size: int = 512, skip_first: int = 1, pad_token_id: int | None = None,
-                     weight_decay: float = 0.0, progress: bool = True) -> TunedLens:
+                     weight_decay: float = 0.0, model_name: str = "", progress: bool = True) -> TunedLens:
     """Fit one translator per layer so the lens matches the model's final distribution.
 
     The model runs once over ``token_batches`` (a ``[batch, seq]`` tensor or a list of them) to cache
@@ -272,12 +274,12 @@ def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int
     the lens's parameters learn; the model's final norm and unembedding are used, never changed.
     ``skip_first`` positions are left out (the ``<bos>`` residual is an outlier that carries no
     prediction), and so are positions holding ``pad_token_id`` (right-padded prompts). Deterministic
-    for a given ``seed``.
+    for a given ``seed``. ``model_name`` is stored with the lens (see :meth:`TunedLens.save`).
     """
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"steps and batch_size must be >= 1 and lr > 0, got steps={steps}, batch_size={batch_size}, lr={lr}")
     batches = _token_batches(token_batches)
-    lens = TunedLens.for_model(model)
+    lens = TunedLens.for_model(model, model_name)
     resid = _flat_residuals(model, batches, skip_first, pad_token_id, progress)
     n_tokens = resid.shape[1]
     generator = torch.Generator().manual_seed(seed)

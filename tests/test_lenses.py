@@ -25,7 +25,8 @@ def random_model(request):
 @pytest.fixture(scope="module")
 def ioi_lens(ioi_model):
     """A tuned lens trained on training-pair prompts (about 2 s)."""
-    return train_tuned_lens(ioi_model, ioi.sample(512, seed=1).with_answer(), steps=200, seed=0, progress=False)
+    return train_tuned_lens(ioi_model, ioi.sample(512, seed=1).with_answer(), steps=200, seed=0, model_name="ioi-2l",
+                            progress=False)
 
 
 def _random_tokens(model, batch: int = 3, seq: int = 7, seed: int = 0) -> torch.Tensor:
@@ -169,6 +170,8 @@ def test_save_load_round_trip(ioi_model, ioi_lens, tmp_path):
     tokens = ioi.sample(3, seed=5).tokens
     ioi_lens.save(tmp_path / "lens")
     loaded = TunedLens.load(tmp_path / "lens", ioi_model)
+    assert loaded.model_name == "ioi-2l" and sorted(p.name for p in (tmp_path / "lens").iterdir()) == [
+        "tuned_lens.json", "tuned_lens.safetensors"]
     torch.testing.assert_close(loaded.apply(ioi_model, tokens), ioi_lens.apply(ioi_model, tokens), atol=0, rtol=0)
     assert not torch.allclose(loaded.apply(ioi_model, tokens)[0], logit_lens(ioi_model, tokens)[0])
 
@@ -176,7 +179,7 @@ def test_save_load_round_trip(ioi_model, ioi_lens, tmp_path):
 def test_lens_on_a_differently_shaped_model_is_refused(ioi_lens, tmp_path):
     ioi_lens.save(tmp_path)
     for other in (build_random_model("gpt2", d_model=32), build_random_model("gpt2", n_layers=3)):
-        with pytest.raises(ValueError, match="d_model=64, n_layers=2, but the model has"):
+        with pytest.raises(ValueError, match=r"\(trained on 'ioi-2l'\) has d_model=64, n_layers=2, but the model has"):
             TunedLens.load(tmp_path, other)
         with pytest.raises(ValueError, match="train a lens for this model"):
             ioi_lens.apply(other, _random_tokens(other))
