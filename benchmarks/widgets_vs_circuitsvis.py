@@ -17,8 +17,10 @@ frame where every head thumbnail and the enlarged head are painted (non-blank).
 Median of ``--reps`` fresh pages (``--cv-reps`` for circuitsvis, which needs
 about 80 s at 256 tokens and minutes at 512 on a small machine).
 
-Needs: circuitsvis (pip install --no-deps circuitsvis importlib-metadata; it imports
-torch, which must stay the course's pinned version), playwright, /usr/bin/chromium.
+Needs: circuitsvis and playwright, from the repository root:
+  .venv/bin/pip install -c constraints.txt -e '.[bench]'
+(circuitsvis brings its own dependencies, importlib-metadata and zipp among them; the
+constraints keep torch at the course's pinned version), and /usr/bin/chromium.
 Run: python benchmarks/widgets_vs_circuitsvis.py [--reps 3] [--tokens 256 512]
 """
 

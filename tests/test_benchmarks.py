@@ -25,3 +25,59 @@ def test_patching_benchmark_methods_agree(capsys):
     assert "maps identical across the four: True" in out
     assert "same scores: True" in out
     assert "head-level r target >= 0.9: met" in out
+
+
+# --- the circuitsvis peer of benchmarks/widgets_vs_circuitsvis.py ----------------------------------------
+
+BENCH_INSTALL = ".venv/bin/pip install -c constraints.txt -e '.[bench]'"
+
+
+def _missing_requirements(dist: str) -> list[str]:
+    """Requirements in ``dist``'s installed dependency closure that are absent or at a wrong version."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    missing, seen, todo = [], set(), [dist]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                version = metadata.version(requirement.name)
+            except metadata.PackageNotFoundError:
+                missing.append(f"{requirement} (needed by {name}): not installed")
+                continue
+            if not requirement.specifier.contains(version, prereleases=True):
+                missing.append(f"{requirement} (needed by {name}): {version} installed")
+            todo.append(requirement.name)
+    return missing
+
+
+def test_circuitsvis_peer_installs_with_its_dependencies():
+    """The documented line installs circuitsvis with every dependency (a `--no-deps` line left
+    importlib-metadata without zipp, so `import circuitsvis` failed); installed, it imports and renders."""
+    import sys
+
+    source = (ROOT / "benchmarks" / "widgets_vs_circuitsvis.py").read_text()
+    assert BENCH_INSTALL in source and "--no-deps" not in source
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+        assert any(r.startswith("circuitsvis") for r in extras["bench"]) and "interplab-widgets[test]" in extras["bench"]
+        assert any(r.startswith("circuitsvis") for r in extras["test"]), "CI installs the peer, so this test runs there"
+    import pytest
+
+    circuitsvis = pytest.importorskip("circuitsvis", reason=f"circuitsvis is not installed: {BENCH_INSTALL}")
+    assert _missing_requirements("circuitsvis") == []
+    from circuitsvis.attention import attention_heads
+
+    pattern = _load("widgets_vs_circuitsvis").causal_attention(2, 5)
+    html = attention_heads(attention=pattern, tokens=[f" t{i}" for i in range(5)], mask_upper_tri=True).local_src
+    assert "<script" in html and len(html) > 100_000, f"circuitsvis {circuitsvis.__version__} rendered no bundle"
