@@ -1,5 +1,4 @@
 import json
-import subprocess
 import sys
 import types
 
@@ -15,6 +14,7 @@ from interplab.course import (
     setup_cell_source,
     strip_solutions,
 )
+from interplab.course.__main__ import main
 
 MINI_CHAPTER = '''# %% [markdown]
 # # A chapter
@@ -182,13 +182,12 @@ def test_build_keeps_recorded_outputs_until_the_checked_cell_changes(tmp_path):
     assert checked.outputs == [] and checked.execution_count is None
 
 
-def test_check_cli_names_checked_cells_without_outputs(tmp_path):
+def test_check_cli_names_checked_cells_without_outputs(tmp_path, capsys):
     root = _repo(tmp_path, FOLDED_CHAPTER, "04_fold.py")
     build(root)
-    result = subprocess.run([sys.executable, "-m", "interplab.course", "build", "--check", "--root", str(root)],
-                            capture_output=True, text=True)
-    assert result.returncode == 1
-    assert "solutions/04_fold.py:17" in result.stderr and "--refresh-outputs" in result.stderr
+    assert main(["build", "--check", "--root", str(root)]) == 1
+    stderr = capsys.readouterr().err
+    assert "solutions/04_fold.py:17" in stderr and "--refresh-outputs" in stderr
 
 
 def test_check_detects_drift_and_outputs(tmp_path):
@@ -240,8 +239,6 @@ def test_chapter_without_exercises_is_refused(tmp_path):
         build(_repo(tmp_path, "# %%\nx = 1\n"))
 
 
-def test_committed_notebooks_match_their_sources(repo_root):
-    result = subprocess.run([sys.executable, "-m", "interplab.course", "build", "--check", "--root", str(repo_root)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+def test_committed_notebooks_match_their_sources(repo_root, capsys):
+    assert main(["build", "--check", "--root", str(repo_root)]) == 0, capsys.readouterr().err
     assert find_chapters(repo_root), "the course has chapters"

@@ -59,6 +59,7 @@ def _nbval(root, repo_root, *notebooks):
         capture_output=True, text=True, cwd=root, timeout=300)
 
 
+@pytest.mark.slow  # two kernels and a pytest run: 10-40 s on a busy machine
 def test_recorded_outputs_are_compared_by_nbval(tmp_path, repo_root):
     root = _chapter(tmp_path)
     written = refresh_outputs(root, "01", log=lambda *_: None)

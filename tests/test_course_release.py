@@ -1,11 +1,11 @@
 """The release step: pyproject, __version__, README badges, Colab setup cells and the git tag agree."""
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from interplab.course import CourseBuildError, build
+from interplab.course.__main__ import main
 from interplab.course.release import badge_problems, check, file_problems, release
 
 CHAPTER = '''# %% [markdown]
@@ -97,14 +97,14 @@ def test_release_refuses_what_disagrees(course):
     assert _git(course, "tag", "--list") == "", "nothing was tagged"
 
 
-def test_setup_cells_must_install_the_version(course):
+def test_setup_cells_must_install_the_version(course, capsys):
     (course / "pyproject.toml").write_text('[project]\nname = "interplab"\nversion = "0.4.0"\n')
     problems = file_problems(course)
     assert "notebooks/01_one.ipynb: the Colab setup cell installs ['@v0.3.0'], not @v0.4.0 " \
            "(run `python -m interplab.course build`)" in problems
-    result = subprocess.run([sys.executable, "-m", "interplab.course", "release", "--check", "--root", str(course)],
-                            capture_output=True, text=True)
-    assert result.returncode == 1 and "not @v0.4.0" in result.stderr and "tag v0.4.0 does not exist" in result.stderr
+    assert main(["release", "--check", "--root", str(course)]) == 1
+    stderr = capsys.readouterr().err
+    assert "not @v0.4.0" in stderr and "tag v0.4.0 does not exist" in stderr
 
 
 def test_the_course_files_agree_on_one_version(repo_root):
