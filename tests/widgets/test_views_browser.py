@@ -293,3 +293,228 @@ def test_many_views_on_one_page_and_a_repeated_output(open_html: Callable, view_
     selected = page.eval_on_selector_all(".ipl-attention .ipl-thumb.ipl-selected", "els => els.map(e => e.dataset.head)")
     assert selected == ["0", "0", "3"]
     watch.assert_clean()
+
+
+# ---------------------------------------------------------------- PatchingHeatmap
+
+
+def test_patching_small_grid_gets_big_cells_with_values_and_clipped_marks(open_html: Callable) -> None:
+    values = np.array([[0.1, -0.5, 2.0, 0.02], [0.3, 0.9, -1.5, 0.0]])
+    long_label = "a very long position label that cannot fit"
+    view = PatchingHeatmap(values, ["L0", "L1"], [long_label, "b", "c", "d"], quantity="logit diff recovered", vmax=1.0)
+    watch = open_html(view.to_html())
+    page = watch.page
+    box = page.locator(".ipl-heat").bounding_box()
+    assert box["width"] >= 4 * 56 and box["height"] >= 2 * 56  # chapter 02's 2x4 grid was 112 x 56 px
+    texts = page.locator(".ipl-value").all_inner_texts()
+    assert texts == ["0.100", "-0.500", "\u25b22.00", "0.020", "0.300", "0.900", "\u25bc-1.50", "0.000"]
+    assert page.locator(".ipl-value.ipl-clipped").count() == 2
+    assert "2 cell(s) beyond \u00b11.00" in page.inner_text(".ipl-clip-note")
+    legend = page.inner_text(".ipl-legend")
+    assert "logit diff recovered" in legend and "\u2265 1.00" in legend
+    label = page.locator(".ipl-xlabel >> nth=0")
+    assert label.get_attribute("title") == long_label
+    assert page.eval_on_selector(".ipl-xlabel", "e => e.scrollWidth > e.clientWidth")  # cut with an ellipsis
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.25)
+    assert "logit diff recovered: 2.00 (beyond \u00b11.00: colour clipped)" in page.inner_text(".ipl-tooltip")
+    watch.assert_clean()
+
+
+def test_patching_keyboard_and_clearable_selection(open_html: Callable) -> None:
+    view = PatchingHeatmap(np.arange(6.0).reshape(2, 3), ["L0", "L1"], ["a", "b", "c"])
+    page = open_html(view.to_html()).page
+    assert page.is_hidden(".ipl-clear")
+    page.focus(".ipl-plot")
+    for key in ["ArrowDown", "ArrowDown", "ArrowRight", "ArrowRight"]:  # first press shows the cursor at (0, 0)
+        page.keyboard.press(key)
+    assert page.is_visible(".ipl-cursor") and "position: c" in page.inner_text(".ipl-tooltip")
+    page.keyboard.press("Enter")
+    assert page.evaluate(f"{MODEL}.get('selected')") == [1, 2]
+    page.keyboard.press("Escape")
+    assert page.evaluate(f"{MODEL}.get('selected')") is None
+    assert page.is_hidden(".ipl-marker")
+    box = page.locator(".ipl-heat").bounding_box()
+    page.mouse.click(box["x"] + 5, box["y"] + 5)
+    assert page.evaluate(f"{MODEL}.get('selected')") == [0, 0] and page.is_visible(".ipl-clear")
+    page.click(".ipl-clear")
+    assert page.evaluate(f"{MODEL}.get('selected')") is None and page.is_hidden(".ipl-clear")
+
+
+# ---------------------------------------------------------------- LogitLensView
+
+
+def chapter02_like_lens() -> LogitLensView:
+    rng = np.random.default_rng(0)
+    tokens = ["<bos>", "When", " Mary", " and", " John", " went", " to", " the", " store", ",", " John", " gave", " a", " drink", " to"]
+    vocab = [" Mary", " John", " the", " store", " drink", " something_quite_long", " a", " to", ",", " gave"]
+    return LogitLensView.from_logits(tokens, rng.standard_normal((3, 15, 10)) * 3, vocab, targets=rng.integers(0, 10, 15), k=3,
+                                     layer_labels=["embed", "L0", "L1"])
+
+
+def test_logit_lens_fits_an_836px_output(watched_page: Any, tmp_path: Any) -> None:
+    page = watched_page.page
+    page.set_viewport_size({"width": 836 + 16, "height": 700})  # body margin 8 px each side
+    path = tmp_path / "lens.html"
+    path.write_text(chapter02_like_lens().to_html(), encoding="utf-8")
+    page.goto(path.as_uri())
+    page.wait_for_selector(".ipl-cell")
+    widths = page.eval_on_selector(".ipl-scroll", "s => [s.scrollWidth, s.clientWidth]")
+    assert widths[0] <= widths[1], widths  # all 15 positions, END included, without scrolling
+    last = page.locator(".ipl-cell >> nth=44").bounding_box()
+    assert last["x"] + last["width"] <= 836 + 8
+    # A tooltip at the right edge flips to stay inside the viewport.
+    page.mouse.move(last["x"] + last["width"] - 2, last["y"] + 3)
+    tip = page.locator(".ipl-tooltip").bounding_box()
+    assert tip["x"] >= 0 and tip["x"] + tip["width"] <= 852
+    watched_page.assert_clean()
+
+
+def test_logit_lens_scrolls_with_a_sticky_layer_column_and_keyboard(watched_page: Any, tmp_path: Any) -> None:
+    page = watched_page.page
+    page.set_viewport_size({"width": 420, "height": 700})
+    path = tmp_path / "lens.html"
+    path.write_text(chapter02_like_lens().to_html(), encoding="utf-8")
+    page.goto(path.as_uri())
+    page.wait_for_selector(".ipl-cell")
+    assert page.eval_on_selector(".ipl-scroll", "s => s.scrollWidth > s.clientWidth")  # too narrow: it scrolls
+    scroller_x = page.locator(".ipl-scroll").bounding_box()["x"]
+    page.eval_on_selector(".ipl-scroll", "s => { s.scrollLeft = s.scrollWidth; }")
+    layer = page.locator("th.ipl-layer >> nth=1").bounding_box()
+    assert abs(layer["x"] - scroller_x) < 2  # still in view at the left edge
+    assert page.is_hidden(".ipl-clear")
+    page.focus(".ipl-lens")
+    for key in ["ArrowDown", "ArrowDown", "End"]:
+        page.keyboard.press(key)
+    assert page.get_attribute(".ipl-cell.ipl-cursor", "data-pos") == "14"
+    tip = page.locator(".ipl-tooltip").bounding_box()
+    assert tip["x"] >= 0 and tip["x"] + tip["width"] <= 420
+    page.keyboard.press("Enter")
+    assert page.evaluate(f"{MODEL}.get('selected')") == [1, 14]
+    page.click(".ipl-clear")
+    assert page.evaluate(f"{MODEL}.get('selected')") is None
+    watched_page.assert_clean()
+
+
+# ---------------------------------------------------------------- TokenView
+
+
+def test_token_view_loss_series_nan_and_readout_follows_series(open_html: Callable, tokens: list[str]) -> None:
+    view = TokenView(tokens, {"loss": np.array([2.0, 1.0, np.nan, 0.5]), "act": np.array([0.1, 0.2, 0.3, 0.4, 0.5])})
+    watch = open_html(view.to_html())
+    page = watch.page
+    bgs = backgrounds(page, ".ipl-token")
+    assert bgs[0] == bgs[3] == "rgb(236, 236, 236)"  # no value at token 0 (loss is one shorter) and the NaN
+    assert "grey: no value (2 tokens)" in page.inner_text(".ipl-novalue-note")
+    page.hover(".ipl-token >> nth=0")
+    assert 'loss at 0 "<bos>": no value' in page.inner_text(".ipl-readout")
+    page.hover(".ipl-token >> nth=1")
+    assert 'loss at 1 "The": 2.00' in page.inner_text(".ipl-readout")
+    page.select_option(".ipl-series", "1")
+    assert 'act at 1 "The": 0.200' in page.inner_text(".ipl-readout")  # updated without moving the mouse
+    assert page.inner_text(".ipl-novalue-note") == ""
+    page.evaluate(f"{MODEL}.set('selected_series', 0)")  # a change from Python
+    assert 'loss at 1 "The": 2.00' in page.inner_text(".ipl-readout")
+    page.mouse.move(5, 880)  # leaving clears the hover...
+    assert "Hover a token" in page.inner_text(".ipl-readout")
+    page.focus(".ipl-tokens")  # ...and the keyboard starts at token 0
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert 'loss at 1 "The"' in page.inner_text(".ipl-readout")
+    page.keyboard.press("Escape")
+    assert "Hover a token" in page.inner_text(".ipl-readout")
+    watch.assert_clean()
+
+
+def test_control_characters_are_shown_escaped_and_kept_exactly(open_html: Callable) -> None:
+    tokens = ["\x00", "a\x1b", "\r\n", " b"]
+    view = TokenView(tokens, np.arange(4.0))
+    page = open_html(view.to_html()).page
+    assert page.locator(".ipl-token").all_inner_texts() == ["\\x00", "a\\x1b", "\\x0d\u21b5", "\u00a0b"]
+    assert page.evaluate(f"{MODEL}.get('tokens')") == tokens
+    page.hover(".ipl-token >> nth=0")
+    assert '"\\u0000" (0)' in page.inner_text(".ipl-tooltip")
+
+
+# ---------------------------------------------------------------- FeatureDashboard
+
+
+def test_feature_dashboard_legend_log_histogram_density_and_keyboard(open_html: Callable) -> None:
+    sample = np.concatenate([np.zeros(900), np.full(99, 0.5), [10.0]])  # one rare high activation
+    view = FeatureDashboard([["a", "b"], ["c", "d"]], [np.array([0.5, 10.0]), np.array([0.2, 0.1])], activation_sample=sample, bins=10)
+    watch = open_html(view.to_html())
+    page = watch.page
+    assert "token colour: activation" in page.inner_text(".ipl-feature > .ipl-controls")
+    heights = page.eval_on_selector_all(".ipl-bar", "bars => bars.map(b => Number(b.getAttribute('height')))")
+    assert heights[0] > 0 and heights[-1] > 0.1 * heights[0]  # log scale: 1 vs 99 is not invisible
+    assert heights[-1] == pytest.approx(heights[0] * np.log10(2) / np.log10(100), rel=0.01)
+    ticks = page.eval_on_selector_all(".ipl-hist-svg text", "ts => ts.map(t => t.textContent)")
+    assert {"1", "10", "count (log)", "activation"} <= set(ticks)
+    page.hover(".ipl-bar-hit >> nth=9")  # the tail bin is hoverable over its full height
+    assert "count 1" in page.inner_text(".ipl-tooltip")
+    assert "active (> 0) on 10.00% of sampled tokens (1 in 10)" in page.inner_text(".ipl-density")
+    page.focus(".ipl-context >> nth=0")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    assert page.evaluate(f"{MODEL}.get('selected_context')") == 1
+    page.keyboard.press("Escape")
+    assert page.evaluate(f"{MODEL}.get('selected_context')") == -1
+    page.click(".ipl-context >> nth=0")
+    page.click(".ipl-clear")
+    assert page.evaluate(f"{MODEL}.get('selected_context')") == -1
+    watch.assert_clean()
+
+
+def test_feature_dashboard_dense_unit_density_text(open_html: Callable) -> None:
+    view = FeatureDashboard([["a"]], [np.ones(1)], activation_sample=np.linspace(-1, 1, 101))
+    page = open_html(view.to_html()).page
+    assert "a dense unit" in page.inner_text(".ipl-density")
+    assert "non-zero density 1.00" not in page.inner_text(".ipl-feature")
+    assert view.density_text() == page.inner_text(".ipl-density")
+
+
+# ---------------------------------------------------------------- theme and static pictures
+
+DARK = {"--jp-layout-color0": "rgb(17, 17, 17)", "--jp-ui-font-color1": "rgb(230, 230, 230)", "--jp-layout-color2": "rgb(66, 66, 66)"}
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_every_view_follows_the_jupyterlab_theme(open_html: Callable, view_builder: Callable, dark: bool) -> None:
+    kinds = ["AttentionView", "TokenView", "FeatureDashboard", "PatchingHeatmap", "LogitLensView"]
+    style = ""
+    if dark:
+        style = "<style>:root{" + ";".join(f"{k}:{v}" for k, v in DARK.items()) + "}</style>"
+    body = '<body data-jp-theme-light="false">' if dark else "<body>"
+    html = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head>{body}" + "".join(
+        view_builder(k).to_html(full_document=False) for k in kinds) + "</body></html>"
+    watch = open_html(html, "theme.html")
+    page = watch.page
+    colours = page.eval_on_selector_all(".ipl-root", "els => els.map(e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).color])")
+    expected = (DARK["--jp-layout-color0"], DARK["--jp-ui-font-color1"]) if dark else ("rgb(255, 255, 255)", "rgb(34, 34, 34)")
+    assert colours == [list(expected)] * len(kinds)
+    # The data colours follow too: zero attention is near the background, not a white square.
+    corner = page.eval_on_selector(".ipl-big", "c => Array.from(c.getContext('2d').getImageData(c.width - 1, 0, 1, 1).data)")
+    masked_dark = corner[:3] == [64, 64, 64]
+    assert masked_dark == dark
+    watch.assert_clean()
+
+
+def test_static_pictures_show_without_javascript(browser: Any, view_builder: Callable, tmp_path: Any) -> None:
+    """What GitHub or an untrusted notebook shows: the text/html fallback with scripts off."""
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1000, "height": 800})
+    try:
+        page = context.new_page()
+        requests: list[str] = []
+        page.on("request", lambda req: requests.append(req.url))
+        html = "".join(view_builder(k)._repr_mimebundle_()[0]["text/html"] for k in
+                       ["AttentionView", "TokenView", "FeatureDashboard", "PatchingHeatmap", "LogitLensView"])
+        path = tmp_path / "static.html"
+        path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{html}</body></html>", encoding="utf-8")
+        page.goto(path.as_uri())
+        boxes = page.eval_on_selector_all("[data-ipl-static]", "els => els.map(e => [e.dataset.iplStatic, e.offsetWidth, e.offsetHeight])")
+        assert [b[0] for b in boxes] == ["AttentionView", "TokenView", "FeatureDashboard", "PatchingHeatmap", "LogitLensView"]
+        assert all(w > 150 and h > 60 for _, w, h in boxes), boxes
+        images = page.eval_on_selector_all("[data-ipl-static] img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+        assert len(images) == 8 + 1 and all(ok and w > 0 for ok, w in images)  # 8 thumbnails + the enlarged head decode
+        assert all(u.startswith(("file:", "data:")) for u in requests)
+    finally:
+        context.close()
