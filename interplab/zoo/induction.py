@@ -194,7 +194,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| {layer}.{head} | {metrics['previous_token_scores'][layer][head]:.2f} | {metrics['induction_scores'][layer][head]:.2f} |"
         for layer in range(len(metrics["induction_scores"])) for head in range(len(metrics["induction_scores"][0]))
     )
+    from interplab.zoo.training import reproducibility_markdown
+
     extra = _ground_truth_markdown(card["ground_truth"]) if "ground_truth" in card else ""
+    extra += reproducibility_markdown(card)
     return f"""# {card['name']}
 
 {card['description']}.

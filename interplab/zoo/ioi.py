@@ -118,6 +118,8 @@ def ground_truth(model) -> dict[str, Any]:
 
 
 def card_markdown(card: dict[str, Any]) -> str:
+    from interplab.zoo.training import reproducibility_markdown
+
     m = card["metrics"]
     circuit = card.get("reference_circuit")
     circuit_md = ""
@@ -155,4 +157,4 @@ Took {card['train_seconds']} s on {card['torch_threads']} CPU threads ({card['tr
 - training name pairs: accuracy {m['train_pairs_accuracy']:.3f}, logit difference {m['train_pairs_logit_diff']:.2f}
 - logit difference (for the clean IO/S pair) on corrupted prompts: abc {m['logit_diff_abc']:.2f},
   s2_io {m['logit_diff_s2_io']:.2f}, third_name {m['logit_diff_third_name']:.2f}
-{circuit_md}"""
+{circuit_md}{reproducibility_markdown(card)}"""

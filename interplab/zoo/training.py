@@ -84,6 +84,26 @@ def train_from_scratch(
     return model, result
 
 
+# How far a retrained weight may sit from the shipped one, relative to the tensor's largest entry; tests/test_zoo.py
+# checks a full retrain of attn2-induction against it (see reproducibility_markdown for what it means).
+WEIGHT_TOLERANCE = 0.05
+
+
+def reproducibility_markdown(card: dict[str, Any]) -> str:
+    """The card's statement of what a retrain reproduces, and what it does not."""
+    return f"""
+## Reproducibility
+Training is seeded (seed {card['seed']}, batches from a seeded generator). Retraining with
+`python -m interplab.zoo train {card['name']}` (it writes to `~/.cache/interplab/zoo/{card['name']}`, not over
+this folder) gives:
+- bit-identical weights every time on one machine with the same thread count (`--threads`);
+- on any machine, the metrics and ground truth on this card, to the card's rounding;
+- not bit-identical weights to the shipped ones: another CPU, thread count or torch build adds floating-point
+  sums in another order, and training amplifies those differences. Each tensor stays within
+  {WEIGHT_TOLERANCE:g} x its largest entry of the shipped one (checked for `attn2-induction` by `tests/test_zoo.py`).
+"""
+
+
 def provenance(result: TrainResult) -> dict[str, Any]:
     """The card fields that say how a checkpoint was made (every recipe's card carries them)."""
     return {
