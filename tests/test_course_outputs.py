@@ -105,10 +105,20 @@ def test_refresh_refuses_outputs_nbval_cannot_compare():
     assert comparable_outputs(bars, "x") == [{"output_type": "stream", "name": "stderr", "text": "100%|####| 2/2\n"}]
 
 
-def test_refresh_error_names_the_source_line(tmp_path):
+def test_refresh_reports_every_problem_and_records_the_other_chapters(tmp_path):
     root = _chapter(tmp_path, CHAPTER.replace("print(\"unchecked", "x = 1\n1 / 0\nprint(\"unchecked"))
-    with pytest.raises(CourseBuildError, match=r"^solutions/01_tiny\.py:30: .*ZeroDivisionError"):
-        refresh_outputs(root, "01", log=lambda *_: None)
+    html = CHAPTER.replace("object()\n", "from IPython.display import HTML\nHTML('<b>0.6</b>')\n")
+    (root / "solutions" / "02_html.py").write_text(html)
+    (root / "solutions" / "03_fine.py").write_text(CHAPTER)
+    with pytest.raises(CourseBuildError) as error:
+        refresh_outputs(root, log=lambda *_: None)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "outputs not recorded:"
+    assert re.match(r"  solutions/01_tiny\.py:30: .*ZeroDivisionError", lines[1]), lines
+    assert re.match(r"  solutions/02_html\.py:22: .*displays text/html.*a cell of its own", lines[2]), lines
+    assert "wrote solutions/03_fine.ipynb" in str(error.value)
+    assert nbformat.read(root / "solutions" / "03_fine.ipynb", as_version=4).cells[-2].outputs
+    assert not (root / "solutions" / "01_tiny.ipynb").exists() and not (root / "solutions" / "02_html.ipynb").exists()
 
 
 def test_sanitizer_masks_noise_but_not_numbers(repo_root):

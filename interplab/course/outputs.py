@@ -63,7 +63,7 @@ def comparable_outputs(outputs: list, where: str) -> list[dict]:
                 elif mime not in SKIPPED_MIME:
                     raise CourseBuildError(
                         f"{where}: this NBVAL_CHECK_OUTPUT cell displays {mime}, which nbval would compare byte for "
-                        "byte (random ids, timings); check a cell that prints its numbers instead")
+                        "byte (random ids, timings); move the plot or view into a cell of its own below")
             if data:
                 entry = {"output_type": kind, "data": data, "metadata": {}}
                 if kind == "execute_result":
@@ -112,9 +112,12 @@ def execute(rendered: RenderedChapter, timeout: int = 900) -> None:
 def refresh_outputs(root: Path, wanted: str | None = None, log=print) -> list[Path]:
     """Execute each chosen chapter and store the outputs of its checked cells; return the notebooks written.
 
-    Chapters without checked cells are rebuilt (keeping nothing) without being executed.
+    Chapters without checked cells are rebuilt (keeping nothing) without being executed. A chapter
+    with a problem is left as it was; the others are still recorded, and every problem is reported
+    at the end in one error.
     """
     written: list[Path] = []
+    problems: list[str] = []
     for chapter in select_chapters(root, wanted):
         previous = recorded_outputs(chapter.solution_path())
         rendered = render_chapter(chapter)
@@ -122,15 +125,26 @@ def refresh_outputs(root: Path, wanted: str | None = None, log=print) -> list[Pa
         if checked:
             log(f"running {chapter.label} ({len(checked)} checked cells) in {sys.executable} ...")
             executed = render_chapter(chapter)
-            execute(executed)
-            count = 0
+            try:
+                execute(executed)
+            except CourseBuildError as error:
+                problems.append(str(error))
+                continue
+            count, failed = 0, False
             for index, cell in enumerate(executed.solution.cells):
                 if cell.cell_type != "code":
                     continue
                 count += 1
                 if index in checked:
-                    outputs = comparable_outputs(cell.get("outputs", []), executed.where(index))
+                    try:
+                        outputs = comparable_outputs(cell.get("outputs", []), executed.where(index))
+                    except CourseBuildError as error:
+                        problems.append(str(error))
+                        failed = True
+                        continue
                     _set_recorded(rendered.solution.cells[index], outputs, count)
+            if failed:
+                continue
             rendered.unrecorded.clear()
         elif previous:
             log(f"{chapter.label} has no NBVAL_CHECK_OUTPUT cells any more: dropping its recorded outputs")
@@ -140,4 +154,8 @@ def refresh_outputs(root: Path, wanted: str | None = None, log=print) -> list[Pa
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
                 written.append(path)
+    if problems:
+        done = "".join(f"\n  wrote {path.relative_to(root)}" for path in written)
+        raise CourseBuildError("outputs not recorded:\n  " + "\n  ".join(problems)
+                               + (f"\nthe other chapters were recorded:{done}" if done else ""))
     return written
