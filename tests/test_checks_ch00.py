@@ -191,3 +191,25 @@ def test_ablate_head_hook_checker():
 
     with pytest.raises(CheckFailed, match="head 4"):
         ch00.test_ablate_head_hook(shipped_head_count)
+
+
+def test_compare_outputs_names_common_mistakes():
+    from interplab.checks._core import compare_outputs, diagnose_mismatch
+
+    expected = torch.arange(20.0).reshape(4, 5) + 1
+    square = torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+    assert "transposed" in diagnose_mismatch(square.T, square)
+    assert "sign flipped" in diagnose_mismatch(-expected, expected)
+    assert "times 0.125" in diagnose_mismatch(expected / 8, expected)
+    shifted = torch.cat([torch.zeros(4, 1), expected[:, :-1]], dim=1)
+    assert "one step later along position" in diagnose_mismatch(shifted, expected, dims=("head", "position"))
+    assert "extra axis of size 3" in diagnose_mismatch(expected.expand(3, 4, 5), expected)
+    assert diagnose_mismatch(expected + 1, expected, variants={"the wrong hook point": expected + 1}) == "the wrong hook point"
+    assert diagnose_mismatch(expected, expected * 2, variants=lambda: {"lazy": expected}) == "lazy"
+    one_row_wrong = expected.clone()
+    one_row_wrong[2, 3] += 0.5
+    with pytest.raises(CheckFailed, match=r"relative error (.*\n)*.*differences only at layer 2 \(of 0..3\)(.*\n)*"
+                                          r".*entries \[2, 0:5\]"):
+        compare_outputs(one_row_wrong, expected, case="case", dims=("layer", "head"))
+    with pytest.raises(CheckFailed, match="relative error 0.05"):
+        compare_outputs(2.1, 2.0, case="a float")

@@ -82,15 +82,21 @@ def _shift_match(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol: f
     return None
 
 
-def diagnose_mismatch(got: Any, expected: Any, variants: Mapping[str, Any] | None = None,
+Variants = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
+
+
+def diagnose_mismatch(got: Any, expected: Any, variants: Variants = None,
                       atol: float = 1e-4, rtol: float = 1e-3, dims: Sequence[str] | None = None) -> str | None:
     """Name the known mistake ``got`` matches, or return ``None``.
 
     ``variants`` maps a description of a mistake ("reads hook_resid_pre instead of hook_resid_post")
-    to the value the reference gives when it makes that mistake. Checked before the generic ones:
+    to the value the reference gives when it makes that mistake (or is a function returning that
+    mapping, called only when an answer is wrong). Checked before the generic ones:
     a flipped sign, a constant factor (a missing or extra scale), all zeros, a transposed matrix, a
     shift by one along any axis (``dims`` names the axes in the message).
     """
+    if callable(variants):
+        variants = variants()
     for description, value in (variants or {}).items():
         if isinstance(value, torch.Tensor) and isinstance(got, torch.Tensor):
             if _close(got, value, atol, rtol):
@@ -178,12 +184,13 @@ def _row_around(got: torch.Tensor, expected: torch.Tensor, index: tuple[int, ...
 
 
 def compare_outputs(got: Any, expected: Any, case: str, atol: float = 1e-4, rtol: float = 1e-3, *,
-                    variants: Mapping[str, Any] | None = None, dims: Sequence[str] | None = None) -> None:
+                    variants: Variants = None, dims: Sequence[str] | None = None) -> None:
     """Raise ``CheckFailed`` unless ``got`` matches ``expected`` (tensors: shape then values).
 
     On a mismatch the message gives the relative error, the largest difference, which indices of
     each axis differ (``dims`` names the axes), and the known mistake the answer matches
-    (``variants``: description -> the reference's value under that mistake; see :func:`diagnose_mismatch`).
+    (``variants``: description -> the reference's value under that mistake, or a function returning
+    that mapping so it is computed only for a wrong answer; see :func:`diagnose_mismatch`).
     """
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):

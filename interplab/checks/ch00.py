@@ -108,7 +108,7 @@ def test_previous_token_attention(previous_token_attention: Callable) -> None:
                 case = f"layer {layer}, head {head} of {description}"
                 got = call_learner(previous_token_attention, cache, layer, head, case=case)
                 compare_outputs(got, reference_previous_token_attention(cache, layer, head), case=case,
-                                variants=_scalar_variants(cache, cfg.n_layers, cfg.n_heads, layer, head))
+                                variants=lambda: _scalar_variants(cache, cfg.n_layers, cfg.n_heads, layer, head))
                 cases += 1
     passed("test_previous_token_attention", cases)
 
