@@ -491,3 +491,37 @@ def test_attention_static_picture_shows_every_head_and_the_selected_one(causal_p
     assert "L1H1 (rows: query, columns: key)" in html and "two layers" in html
     assert "&lt;bos&gt;" in html and "\u00a0cat" in html  # token axes, whitespace made visible
     assert "grey: causally masked" in html
+
+
+def test_tokenview_set_series_replaces_values_and_names() -> None:
+    view = TokenView(TOKENS, np.arange(5.0))
+    seen: list[str] = []
+    view.observe(lambda change: seen.append(change["name"]), names=["values", "series_names", "shape"])
+    view.set_series({"loss": np.ones(4), "probe": -np.ones(5)}, selected_series=1)
+    assert view.series_names == ["loss", "probe"] and view.shape == [2, 5] and view.selected_series == 1
+    assert np.isnan(view.array[0, 0]) and view.array[1].tolist() == [-1.0] * 5
+    assert set(seen) == {"values", "series_names", "shape"}
+    with pytest.raises(ValueError, match=r"selected_series must be in \[0, 1\)"):
+        view.set_series(np.ones(5), selected_series=1)
+
+
+def test_logit_lens_static_picture_keeps_the_last_positions(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    view = LogitLensView.from_logits([f"p{i}" for i in range(10)], rng.standard_normal((2, 10, 4)), ["a", "b", "c", "d"], targets=[0] * 10, k=2)
+    monkeypatch.setattr(LogitLensView, "STATIC_CELLS", 8)
+    html = view.static_html()
+    assert "showing the last 4 of 10 positions" in html
+    assert ">p9<" in html and ">p5<" not in html
+    assert "colour: target probability" in html
+
+
+def test_feature_dashboard_density_wording() -> None:
+    sparse = FeatureDashboard([["a"]], [np.ones(1)], activation_sample=np.r_[np.zeros(99), 1.0])
+    assert sparse.density_text() == "active (> 0) on 1.00% of sampled tokens (1 in 100)"
+    busy = FeatureDashboard([["a"]], [np.ones(1)], activation_sample=np.r_[np.zeros(20), np.ones(80)])
+    assert busy.density_text() == "active (> 0) on 80% of sampled tokens, so not sparse"
+    dense = FeatureDashboard([["a"]], [np.ones(1)], activation_sample=np.linspace(-1, 1, 100))
+    assert dense.sample_signed and "a dense unit" in dense.density_text()
+    assert FeatureDashboard([["a"]], [np.ones(1)]).density_text() == ""
+    html = sparse.static_html()
+    assert "count, log scale" in html and "(1 in 100)" in html and "token colour: activation" in html
