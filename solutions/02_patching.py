@@ -31,6 +31,19 @@
 # path patching (which head talks to which, through which input); attribution patching (the fast
 # gradient approximation, and where it breaks); circuit discovery with edge attribution patching and
 # faithfulness; finally, reading the circuit's heads. Everything runs offline on a laptop CPU.
+#
+# **One sign convention, four methods.** Every number in this chapter is a logit difference, or a change in
+# one, measured from one of two runs. Keep this table in view:
+#
+# | section | method | run we start from | what is swapped in | number reported | 1 means | 0 means | negative means |
+# |---|---|---|---|---|---|---|---|
+# | §2 | activation patching (*denoising*) | corrupted | one clean activation | restored fraction (patched − corrupted) / (clean − corrupted) | the component alone restores the clean behaviour | no effect | the patch pushes further towards the wrong name |
+# | §3 | path patching (*noising*) | clean | one path sees the corrupted sender | metric(path corrupted) − metric(clean), in logits | (not a fraction) | the path does not matter | the path is needed: corrupting it lowers the logit difference |
+# | §4 | attribution patching | corrupted (gradient taken there) | first-order estimate of §2's patch | restored fraction, as §2 | as §2 | as §2 | as §2 |
+# | §5 | edge attribution patching, circuits | clean (EAP's gradient taken there) | one edge sees the corrupted sender | metric(edge corrupted) − metric(clean), as §3; faithfulness = circuit-only / clean | faithfulness 1: the circuit alone keeps the whole logit difference | faithfulness 0: it keeps none | an important edge, as §3 |
+#
+# So in §2 and §4 *large positive* is important; in §3 and §5 *large negative* is (and a large positive edge
+# is one whose corruption helps, which also matters). Every heatmap's title names its quantity.
 
 # %% tags=["parameters"]
 # The model this notebook studies: the shipped IOI model. The prompts below use the IOI world's words,
@@ -45,7 +58,7 @@ import time
 import plotly.graph_objects as go
 import torch
 
-from interplab import patching
+from interplab import circuits, patching
 from interplab.checks import ch02 as checks
 from interplab.worlds import ioi
 from interplab.zoo import load_model, model_card
@@ -64,13 +77,20 @@ print("card metrics:", {k: v for k, v in card["metrics"].items() if "held_out" i
 # %% [markdown]
 # ## 1. The task, the metric and the corruption
 #
-# Every prompt has the same layout: `<bos>` at 0, the two names of the first clause at positions 2 and 4,
-# the repeated subject S2 at 10 and the last word "to" (END) at 14. In ABBA prompts the IO comes first,
-# in BABA the subject does. We use name pairs the model never saw in training.
+# Every prompt has 15 tokens: `<bos>` at 0, the two names of the first clause at positions 2 and 4 (call
+# them A and B), the repeated subject S2 at 10 and the last word "to" (END) at 14. Only one thing differs
+# between prompts in *where* things are: in ABBA prompts the IO is A (position 2) and S1 is B (4); in BABA
+# prompts they swap, S1 at 2 and IO at 4. S2 and END never move. Half of our prompts are of each kind, so a
+# map that averages over prompts shows position 2 as "A: IO or S1", and heatmaps label positions by this
+# role, not by one prompt's words. We use name pairs the model never saw in training.
 
 # %%
 clean = ioi.sample(N_PROMPTS, seed=0, held_out=True)
 str_tokens = model.to_str_tokens(clean.tokens[0])
+# one label per position, by its role in every template (words at other positions vary with the template)
+position_labels = ["0 <bos>", "1 when", "2 A: IO|S1", "3 and", "4 B: S1|IO", "5 went", "6 to", "7 the", "8 place",
+                   "9 ,", "10 S2", "11 gave", "12 a", "13 object", "14 END"]
+print(f"ABBA prompts: {int(clean.abba.sum())} of {len(clean)}; IO at position 2 in those, 4 in the others")
 for row in range(3):
     print(ioi.describe(clean.tokens[row]), "->", ioi.describe(clean.io[row:row + 1]),
           "(ABBA)" if clean.abba[row] else "(BABA)")
@@ -119,6 +139,7 @@ checks.test_logit_diff(logit_diff)
 # library's version of the metric, `patching.logit_diff_metric`.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 metric = patching.logit_diff_metric(clean.answers, position=ioi.POS_END)
 clean_value = metric(model(clean.tokens)).item()
 print(f"clean logit difference: {clean_value:.2f}")
@@ -194,11 +215,12 @@ checks.test_patch_residual(patch_residual)
 # %%
 resid_map = patching.activation_patch_resid(model, clean.tokens, corrupted.tokens, metric)
 resid_scores = patching.restored_fraction(resid_map, clean_value, corrupted_value)
-position_labels = [f"{i}:{word}" for i, word in enumerate(str_tokens)]
 PatchingHeatmap(resid_scores, row_labels=[f"resid_pre {l}" for l in range(cfg.n_layers)], col_labels=position_labels,
-                title="restored fraction: clean residual stream patched into the 'abc' run", vmax=1.0)
+                title="restored fraction (denoising: 1 = clean restored, 0 = corrupted): clean residual stream "
+                      "patched into the 'abc' run", quantity="restored fraction", vmax=1.0)
 
 # %%
+# NBVAL_CHECK_OUTPUT
 best_layer, best_pos = divmod(resid_scores.abs().argmax().item(), resid_scores.shape[1])
 print(f"largest restoration: layer {best_layer}, position {best_pos} ({position_labels[best_pos]}): "
       f"{resid_scores[best_layer, best_pos]:.2f}")
@@ -208,7 +230,7 @@ print("restored fraction by position, last layer:", [round(v, 2) for v in resid_
 # **Takeaway:** the information that decides the answer sits at very few positions. Where it sits before
 # the last layer tells you which position the last layer's attention must read from.
 #
-# ### Exercise 4 — patch every head in one forward pass
+# ### Exercise 4 — patch every head in one batched run
 # > Difficulty: 🔴🔴🔴 · Importance: 🔵🔵🔵 · about 20 minutes
 #
 # Now per attention head: restore head `(layer, head)`'s clean output `blocks.{layer}.attn.hook_z[:, :, head]`
@@ -263,20 +285,27 @@ loop_map = patching.activation_patch_heads_loop(model, clean.tokens, corrupted.t
 loop_seconds = time.perf_counter() - start
 print(f"batched {batched_seconds:.3f} s, loop {loop_seconds:.3f} s ({loop_seconds / batched_seconds:.1f}x); "
       f"same values: {torch.allclose(head_map, loop_map, atol=1e-4)}")
-head_scores = patching.restored_fraction(head_map, clean_value, corrupted_value)
+your_head_map = batched_head_patching(model, clean.tokens, corrupted.tokens, metric)  # your exercise 4
+print(f"your batched_head_patching gives the same map: {torch.allclose(your_head_map, head_map, atol=1e-3)}")
+head_scores = patching.restored_fraction(your_head_map, clean_value, corrupted_value)
 PatchingHeatmap(head_scores, row_labels=[f"L{l}" for l in range(cfg.n_layers)],
                 col_labels=[f"H{h}" for h in range(cfg.n_heads)], row_title="layer", col_title="head",
-                title="restored fraction: one head's clean output patched in", vmax=1.0)
+                title="restored fraction (denoising: 1 = clean restored): one head's clean output patched into "
+                      "the corrupted run", quantity="restored fraction", vmax=1.0)
 
 # %%
+# NBVAL_CHECK_OUTPUT
 per_position = patching.activation_patch_heads(model, clean.tokens, corrupted.tokens, metric, per_position=True)
 per_position_scores = patching.restored_fraction(per_position, clean_value, corrupted_value)
 head_labels = [f"{l}.{h}" for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
 top_layer, top_head = divmod(head_scores.argmax().item(), cfg.n_heads)
 print(f"the head that restores most on its own: {top_layer}.{top_head} ({head_scores[top_layer, top_head]:.2f}); "
       f"at END alone: {per_position_scores[top_layer, top_head, ioi.POS_END]:.2f}")
+
+# %%
 PatchingHeatmap(per_position_scores.flatten(0, 1), row_labels=head_labels, col_labels=position_labels,
-                row_title="head", col_title="position", title="restored fraction per head and position", vmax=1.0)
+                row_title="head", col_title="position (by role)",
+                title="restored fraction (denoising) per head and position", quantity="restored fraction", vmax=1.0)
 
 # %% [markdown]
 # **Takeaway:** one late head restores most of the behaviour, and only at END; early heads restore a
@@ -296,8 +325,9 @@ PatchingHeatmap(per_position_scores.flatten(0, 1), row_labels=head_labels, col_l
 # A head's output reaches the logits directly and also through every later component. **Path patching**
 # corrupts one path only: sender → receiver. When the receiver is a head, the path enters through its
 # query, key or value input, which tells you *how* the receiver uses the sender. Here we patch in the
-# noising direction: the clean run, with just that path seeing the sender's corrupted output, and report
-# metric(path corrupted) − metric(clean).
+# noising direction (the table at the top): the clean run, with just that path seeing the sender's corrupted
+# output, and report metric(path corrupted) − metric(clean), in logits. Negative: the path carries something the
+# clean behaviour needs.
 #
 # ### Exercise 5 — the direct path from a head to the logits
 # > Difficulty: 🔴🔴⚪ · Importance: 🔵🔵🔵 · about 15 minutes
@@ -343,9 +373,12 @@ into_top_scores = patching.edge_patching_scores(model, clean.tokens, corrupted.t
 into_top_grid = into_top_scores.view(len(patching.CHANNELS), len(senders_before))
 PatchingHeatmap(into_top_grid, row_labels=[f"a{top_layer}.{top_head}.{c}" for c in patching.CHANNELS],
                 col_labels=senders_before, row_title="receiver input", col_title="sender",
-                title=f"change in logit difference when one path into head {top_layer}.{top_head} is corrupted")
+                title=f"metric(path corrupted) − metric(clean), in logits (noising; negative = needed): "
+                      f"each path into head {top_layer}.{top_head}",
+                quantity="metric(path corrupted) − metric(clean)")
 
 # %%
+# NBVAL_CHECK_OUTPUT
 strongest = into_top_scores.abs().argmax().item()
 print(f"strongest path into {top_layer}.{top_head}: {into_top[strongest]} ({into_top_scores[strongest]:+.2f})")
 for channel, row in zip(patching.CHANNELS, into_top_grid):
@@ -420,6 +453,21 @@ checks.test_path_patch_head_to_head(path_patch_head_to_head)
 # activation, call `act.retain_grad()` and **return** `act` (TransformerLens 4 reshapes `hook_z` around the
 # hook; only a returned tensor stays on the gradient's path); after `metric(logits).backward()`, read `act.grad`. Sum
 # `(clean - corr) * grad` over dims `(0, 1, 3)` to get one number per head.
+#
+# Key what you record by the name you **registered**, not by `hook.name`: under TransformerLens 4 a hook on
+# `blocks.0.attn.hook_z` sees `hook.name == "blocks.0.attn.o.hook_in"` (the bridge's own name for that point),
+# so a dict keyed by `hook.name` raises `KeyError` when you look up `"blocks.0.attn.hook_z"`. Carry the name in
+# with a closure:
+# ```python
+# def recorder(name):
+#     def record(act, hook):
+#         act.retain_grad()
+#         acts[name] = act
+#         return act
+#     return record
+# fwd_hooks = [(name, recorder(name)) for name in names]
+# ```
+# (or `functools.partial(record, name=name)`).
 # </details>
 
 # %%
@@ -429,17 +477,18 @@ def attribution_patch_heads(model, clean_tokens, corrupted_tokens, metric) -> to
     _, clean_cache = model.run_with_cache(clean_tokens)
     acts = {}
 
-    def record(act, hook):
-        act.retain_grad()
-        acts[hook.name] = act
-        return act  # TransformerLens 4 reshapes hook_z around the hook: return it so the gradient flows through it
+    def recorder(name):  # keyed by the registered name: under TransformerLens 4, hook.name is the bridge's own
+        def record(act, hook):
+            act.retain_grad()
+            acts[name] = act
+            return act  # TransformerLens 4 reshapes hook_z around the hook: return it so the gradient flows through it
+        return record
 
     with torch.enable_grad():
-        value = metric(model.run_with_hooks(corrupted_tokens, fwd_hooks=[(name, record) for name in names]))
+        value = metric(model.run_with_hooks(corrupted_tokens, fwd_hooks=[(name, recorder(name)) for name in names]))
         value.backward()
-    recorded = list(acts.values())
-    return value.detach() + torch.stack([((clean_cache[name] - act.detach()) * act.grad).sum(dim=(0, 1, 3))
-                                         for name, act in zip(names, recorded)])
+    return value.detach() + torch.stack([((clean_cache[name] - acts[name].detach()) * acts[name].grad).sum(dim=(0, 1, 3))
+                                         for name in names])
     # END SOLUTION
 
 
@@ -452,26 +501,34 @@ checks.test_attribution_patch_heads(attribution_patch_heads)
 # %%
 comparisons = {}
 start = time.perf_counter()
-attr_heads = patching.attribution_patch_heads(model, clean.tokens, corrupted.tokens, metric)
+attr_heads = attribution_patch_heads(model, clean.tokens, corrupted.tokens, metric)  # your exercise 7
 attr_seconds = time.perf_counter() - start
 comparisons["heads"] = (head_map, attr_heads)
 comparisons["heads x position"] = (per_position, patching.attribution_patch_heads(
     model, clean.tokens, corrupted.tokens, metric, per_position=True))
 comparisons["residual stream"] = (resid_map, patching.attribution_patch_resid(model, clean.tokens, corrupted.tokens, metric))
 print(f"head level: attribution {attr_seconds:.3f} s vs batched activation patching {batched_seconds:.3f} s")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for name, (exact, approx) in comparisons.items():
+    print(f"{name:17s} pearson r, attribution vs activation patching = {patching.pearson(exact, approx):.3f}")
+
+# %%
 figure = go.Figure()
 for name, (exact, approx) in comparisons.items():
     r = patching.pearson(exact, approx)
-    print(f"{name:17s} pearson r = {r:.3f}")
     figure.add_trace(go.Scatter(x=patching.restored_fraction(exact, clean_value, corrupted_value).flatten().tolist(),
                                 y=patching.restored_fraction(approx, clean_value, corrupted_value).flatten().tolist(),
                                 mode="markers", name=f"{name} (r={r:.2f})"))
 figure.add_trace(go.Scatter(x=[-0.2, 1.1], y=[-0.2, 1.1], mode="lines", name="y = x", line={"dash": "dot"}))
-figure.update_layout(xaxis_title="activation patching (restored fraction)", yaxis_title="attribution patching",
-                     width=620, height=440, title="attribution vs activation patching")
+figure.update_layout(xaxis_title="activation patching (restored fraction)",
+                     yaxis_title="attribution patching (restored fraction)", width=620, height=440,
+                     title="restored fraction (denoising): attribution estimate vs activation patching")
 figure.show()
 
 # %%
+# NBVAL_CHECK_OUTPUT
 exact_resid, approx_resid = (patching.restored_fraction(m, clean_value, corrupted_value) for m in comparisons["residual stream"])
 worst = (exact_resid - approx_resid).abs().argmax().item()
 layer, pos = divmod(worst, exact_resid.shape[1])
@@ -494,24 +551,56 @@ print(f"worst residual-stream estimate: layer {layer}, {position_labels[pos]}: a
 # edges, corrupt all the others, and see how much of the behaviour the circuit alone keeps: its
 # **faithfulness**, circuit-only logit difference / full-model logit difference. We use the same 64 prompts
 # the model card's reference circuit was measured on.
+#
+# Which run: like path patching (§3), EAP starts from the **clean** run and takes the gradient there; a score
+# estimates metric(edge corrupted) − metric(clean), in logits, so negative = the edge is needed. This section
+# runs on its own after the set-up cell: it builds the graph again.
 
 # %%
+graph = patching.ComputationalGraph.from_model(model)
 ref = card["reference_circuit"]
 ref_clean, ref_corrupted = recipe.circuit_prompts()
 ref_metric = patching.logit_diff_metric(ref_clean.answers, position=ioi.POS_END)
 start = time.perf_counter()
 eap_scores = patching.edge_attribution_scores(model, ref_clean.tokens, ref_corrupted.tokens, ref_metric, graph)
 print(f"EAP scored {len(graph.edges)} edges in {time.perf_counter() - start:.2f} s")
+
+# %%
+# NBVAL_CHECK_OUTPUT
 exact_scores = torch.tensor([ref["all_edge_effects"][name] for name in graph.edge_names])  # exact, from the card
-print(f"pearson r, EAP vs exact edge patching (the card's): {patching.pearson(eap_scores, exact_scores):.3f}")
+print(f"pearson r, EAP vs exact edge patching (the card's, all {len(graph.edges)} edges): "
+      f"{patching.pearson(eap_scores, exact_scores):.3f}")
+
+# %% [markdown]
+# A good correlation over 110 edges hides where the estimate is wrong. Below: the ten edges where EAP misses most,
+# with the exact effect **measured here** by patching each edge alone (it agrees with the card's number).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+misses = (eap_scores - exact_scores).abs().argsort(descending=True)[:10].tolist()
+shown = [graph.edge_names[i] for i in misses]
+measured = patching.edge_patching_scores(model, ref_clean.tokens, ref_corrupted.tokens, ref_metric, graph, shown,
+                                         max_batch=16384)  # one pass: no progress bar in this checked cell
+print(f"{'edge':14s} {'into':>6s} {'exact':>7s} {'EAP':>7s}  verdict")
+for name, i, exact in zip(shown, misses, measured.tolist()):
+    receiver = name.split("->")[1]
+    into = "MLP" if receiver.startswith("m") else "logits" if receiver == "logits" else f"{receiver[-1]} input"
+    eap = eap_scores[i].item()
+    verdict = "sign flipped" if exact * eap < 0 else f"EAP {abs(eap / exact):.1f}x the exact size"
+    print(f"{name:14s} {into:>6s} {exact:+7.2f} {eap:+7.2f}  {verdict}")
+important = exact_scores.abs() > 0.1
+flipped = important & (exact_scores * eap_scores < 0)
+print(f"edges with |exact| > 0.1: {int(important.sum())}; EAP gets the sign wrong on {int(flipped.sum())}, "
+      f"of which {sum(graph.edge_names[i].endswith(('m0', 'm1')) for i in flipped.nonzero().flatten().tolist())} "
+      "go into an MLP")
 
 # %% [markdown]
 # ### Exercise 8 — keep the k most important edges
 # > Difficulty: 🔴⚪⚪ · Importance: 🔵🔵⚪ · about 5 minutes
 #
 # Write `top_k_edges(scores, edge_names, k)`: the names of the `k` edges with the largest **absolute**
-# score, largest first. (An edge whose corruption *raises* the metric is as much part of the mechanism as
-# one that lowers it.)
+# score, largest first (edges with equal scores may come in any order). (An edge whose corruption *raises*
+# the metric is as much part of the mechanism as one that lowers it.)
 #
 # <details><summary>Hint</summary>
 #
@@ -532,9 +621,14 @@ ks = [1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 25, 30, 40, 60]
 curves = {name: patching.faithfulness_curve(model, ref_clean.tokens, ref_corrupted.tokens, ref_metric, graph, scores, ks)
           for name, scores in (("EAP ranking", eap_scores), ("exact ranking (card)", exact_scores))}
 figure = go.Figure([go.Scatter(x=ks, y=curve.tolist(), mode="lines+markers", name=name) for name, curve in curves.items()])
-figure.update_layout(xaxis_title="edges kept (top k by |score|)", yaxis_title="faithfulness", width=620, height=400,
-                     title=f"how much of the logit difference the top-k circuit keeps ({len(graph.edges)} edges in all)")
+figure.update_layout(xaxis_title="edges kept (top k by |score|)", yaxis_title="faithfulness (circuit-only / clean)",
+                     width=620, height=400, title=f"faithfulness: share of the clean logit difference the top-k "
+                                                  f"circuit keeps ({len(graph.edges)} edges in all)")
 figure.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("faithfulness by k:", {name: [round(f, 2) for f in curve.tolist()] for name, curve in curves.items()})
 eap_k = next((k for k, f in zip(ks, curves["EAP ranking"].tolist()) if f >= ref["faithfulness_target"]), ks[-1])
 print(f"reference circuit: {ref['k']} edges, faithfulness {ref['faithfulness']:.2f}; "
       f"EAP needs k = {eap_k} to reach {ref['faithfulness_target']}")
@@ -544,7 +638,8 @@ print(f"reference circuit: {ref['k']} edges, faithfulness {ref['faithfulness']:.
 # > Difficulty: 🔴⚪⚪ · Importance: 🔵🔵⚪ · about 5 minutes
 #
 # Write `circuit_overlap(found, reference)` → `(precision, recall)`: the share of found edges that are in
-# the reference circuit, and the share of reference edges that were found (each list taken as a set).
+# the reference circuit, and the share of reference edges that were found (each list taken as a set, so a
+# duplicate counts once; a share of an empty list is 0.0).
 #
 # <details><summary>Hint</summary>
 #
@@ -562,16 +657,22 @@ def circuit_overlap(found: list[str], reference: list[str]) -> tuple[float, floa
 checks.test_circuit_overlap(circuit_overlap)
 
 # %%
-eap_circuit = checks.reference_top_k_edges(eap_scores, graph.edge_names, ref["k"])
-precision, recall = checks.reference_circuit_overlap(eap_circuit, ref["edges"])
+# NBVAL_CHECK_OUTPUT
+eap_circuit = top_k_edges(eap_scores, graph.edge_names, ref["k"])  # your exercises 8 and 9
+precision, recall = circuit_overlap(eap_circuit, ref["edges"])
 print(f"EAP's top {ref['k']} edges vs the reference circuit: precision {precision:.2f}, recall {recall:.2f}")
 print("reference edges EAP ranks outside its top k:", sorted(set(ref["edges"]) - set(eap_circuit)))
 print("reference circuit:", ", ".join(ref["edges"]))
 
 # %% [markdown]
-# **Takeaway:** EAP recovers the backbone of the circuit from a single backward pass but misranks edges that
-# enter MLPs or carry large embedding changes (the nonlinear ones of section 4). Its faithfulness curve rises
-# more slowly than the exact ranking's: a circuit found by gradients needs checking by intervention.
+# **Takeaway:** EAP recovers the backbone of the circuit from a single backward pass but misjudges edges that
+# enter MLPs or carry large embedding changes (the nonlinear ones of section 4). The table of misses above
+# shows both ways it fails: it underestimates the strongest edges several-fold (`m0->a1.3.v`, `embed->m0`), and
+# on edges into the MLPs it gets even the sign wrong: corrupting `m0->m1` alone costs 0.52 of logit
+# difference, EAP predicts it would *add* 3.70, and each `a0.h->m0` flips sign too. The linear estimate around
+# the clean run cannot see that the first MLP's response to one corrupted input is not the sum of its
+# responses. Its faithfulness curve rises more slowly than the exact ranking's: a circuit found by gradients
+# needs checking by intervention.
 #
 # ## 6. Reading the circuit's heads
 #
@@ -582,8 +683,10 @@ print("reference circuit:", ", ".join(ref["edges"]))
 # > Difficulty: 🔴🔴⚪ · Importance: 🔵🔵⚪ · about 10 minutes
 #
 # Write `attention_from_end(pattern, batch)`: `pattern` is one layer's `[batch, head, query, key]`; return
-# `[head, 3]`, the mean over prompts of the attention from END to the IO, S1 and S2 positions. Each prompt
-# has its own positions: `batch.pos_io`, `batch.pos_s1`, `batch.pos_s2`, `batch.pos_end` (shape `[batch]`).
+# `[head, 3]`, the mean over prompts of the attention from END to the IO, S1 and S2 positions. IO and S1 swap
+# places between ABBA and BABA prompts (section 1), so read each prompt's positions from the batch:
+# `batch.pos_io`, `batch.pos_s1`, `batch.pos_s2`, `batch.pos_end` (shape `[batch]`), rather than hard-coding
+# 2, 4, 10 and 14. (The checker also tries a batch whose names sit elsewhere.)
 #
 # <details><summary>Hint</summary>
 #
@@ -602,33 +705,78 @@ def attention_from_end(pattern: torch.Tensor, batch) -> torch.Tensor:
 
 checks.test_attention_from_end(attention_from_end)
 
+# %% [markdown]
+# Now what each component **writes** at END, by **direct logit attribution** with the library's one recipe,
+# `circuits.logit_attribution` (chapter 01's exercise 6 uses the same). The final LayerNorm is linear once its
+# scale is frozen at the value the run recorded, so the logit of a name splits into one share per component
+# of the final residual stream: centre the component (LayerNorm subtracts the mean), divide by the recorded
+# scale, multiply by `ln_final.weight`, dot with the name's unembedding. The embeddings, each head, each
+# layer's attention bias `b_O`, each MLP, and the final biases (`ln_final.b` and `b_U`) together rebuild the
+# logit exactly. "writes IO" is a component's share of logit(IO), "writes S" of logit(S), and "logit diff"
+# their difference, averaged over the 32 prompts; the last column sums to the clean logit difference.
+# Direct only: what a head does *through* a later MLP shows up in that MLP's row, not its own.
+
 # %%
+# NBVAL_CHECK_OUTPUT
 _, cache = model.run_with_cache(clean.tokens)
-W_U = model.W_U
-scale = cache["ln_final.hook_scale"][:, ioi.POS_END]  # the final LayerNorm's division, per prompt
-print(f"{'head':5s} {'END->IO':>8s} {'END->S1':>8s} {'END->S2':>8s} {'writes IO':>10s} {'writes S':>9s} {'logit diff':>11s}")
+at_end = [ioi.POS_END]
+names, to_io = circuits.logit_attribution(model, cache, clean.io[:, None], positions=at_end)
+_, to_s = circuits.logit_attribution(model, cache, clean.s[:, None], positions=at_end)
+_, to_diff = circuits.logit_attribution(model, cache, clean.io[:, None], clean.s[:, None], positions=at_end)
+to_io, to_s, to_diff = (values[:, :, 0].mean(1) for values in (to_io, to_s, to_diff))
+attention = {}  # head name -> mean attention from END to IO, S1, S2, by your exercise 10
 for layer in range(cfg.n_layers):
-    table = checks.reference_attention_from_end(cache[f"blocks.{layer}.attn.hook_pattern"], clean)
-    out = torch.einsum("bhd,hdm->bhm", cache[f"blocks.{layer}.attn.hook_z"][:, ioi.POS_END], model.W_O[layer])
-    out = out / scale[:, None]
-    to_io = torch.einsum("bhm,mb->bh", out, W_U[:, clean.io]).mean(0)
-    to_s = torch.einsum("bhm,mb->bh", out, W_U[:, clean.s]).mean(0)
-    for head in range(cfg.n_heads):
-        print(f"{layer}.{head:<3d} {table[head, 0]:8.2f} {table[head, 1]:8.2f} {table[head, 2]:8.2f} "
-              f"{to_io[head]:10.2f} {to_s[head]:9.2f} {to_io[head] - to_s[head]:11.2f}")
-for layer in range(cfg.n_layers):  # the MLPs have no attention, but they write too
-    out = cache[f"blocks.{layer}.hook_mlp_out"][:, ioi.POS_END] / scale
-    to_io, to_s = (torch.einsum("bm,mb->b", out, W_U[:, names]).mean() for names in (clean.io, clean.s))
-    print(f"m{layer:<4d} {'':8s} {'':8s} {'':8s} {to_io:10.2f} {to_s:9.2f} {to_io - to_s:11.2f}")
+    table = attention_from_end(cache[f"blocks.{layer}.attn.hook_pattern"], clean)
+    attention.update({f"a{layer}.{head}": table[head] for head in range(cfg.n_heads)})
+print(f"{'component':10s} {'END->IO':>8s} {'END->S1':>8s} {'END->S2':>8s} {'writes IO':>10s} {'writes S':>9s} "
+      f"{'logit diff':>11s}")
+for name, io_share, s_share, diff_share in zip(names, to_io.tolist(), to_s.tolist(), to_diff.tolist()):
+    looks = "".join(f"{a:8.2f} " for a in attention[name].tolist()) if name in attention else " " * 27
+    print(f"{name:10s} {looks}{io_share:10.2f} {s_share:9.2f} {diff_share:11.2f}")
+print(f"{'sum':10s} {'':27s}{to_io.sum():10.2f} {to_s.sum():9.2f} {to_diff.sum():11.2f}")
+print(f"clean logit difference: {clean_value:.2f}; the column above sums to it (difference "
+      f"{abs(to_diff.sum().item() - clean_value):.3f})")
 
 # %% [markdown]
-# Read the table against the reference circuit's edges (`ref["edges"]`, printed above):
-# - layer-0 heads whose END row splits attention evenly between the two first-clause names are **name
-#   collectors**. Their own writes to the logits are small: they hand "A + B" to the first MLP (edges
-#   `a0.h->m0`), and that MLP at END writes *both* names up (its "writes IO" and "writes S" are alike);
-# - the layer-1 head that at END attends to **S2** and writes S *down* is an **S-inhibition** head. It reads S2
-#   through its **value** input, from what the embedding and the first MLP wrote at S2 (`embed->m0`,
-#   `m0->a1.h.v`): "this name was said again";
+# How to read it. The "sum" row is the logit of IO ("writes IO"), of S ("writes S") and their difference, which
+# equals the clean logit difference printed in section 1: nothing is left out. A head whose END row splits
+# its attention evenly between the two first-clause names is gathering "A + B", both names; its own "logit
+# diff" is small, because it writes both names alike. A head whose END row points at **S2** and whose "writes
+# S" is clearly negative is pushing the repeated name *down*; its "logit diff" is the largest of any head. The
+# first MLP writes both names up by the same amount (its "logit diff" is about 0); the last MLP writes IO far
+# above S and carries most of the difference. The final-bias row (`ln_final.b` and `b_U` along the names'
+# unembeddings) is the same for every prompt.
+#
+# ### Exercise 11 — name the circuit's heads, by role
+# > Difficulty: 🔴🔴⚪ · Importance: 🔵🔵🔵 · about 10 minutes
+#
+# From your own results: the head patching map of section 2, the paths into the top head in section 3, the
+# reference circuit's edges printed in section 5, and the table above. Name the heads of the circuit in two
+# roles:
+# - **name collectors**: layer-0 heads that gather the names of the first clause and hand them to the first
+#   MLP (the circuit has an edge `a0.h->m0` from each);
+# - **S-inhibition heads**: later heads that read "this name was said again" at S2 through their **value**
+#   input, from what the first MLP wrote there (an edge `m0->a{l}.{h}.v`), and write S down.
+#
+# Give heads as `(layer, head)` pairs or strings like `"a0.2"`. `checks.check_circuit` compares them with the
+# reference circuit on the model card and tells you which are missing or in the wrong role.
+
+# %%
+# BEGIN SOLUTION: layer-0 heads attending from END to both names; later heads attending to S2 and writing S down
+name_collectors = [head for head, looks in attention.items() if head.startswith("a0.") and min(looks[:2]) > 0.1]
+s_inhibition_heads = [head for head, looks in attention.items()
+                      if not head.startswith("a0.") and looks[2] > 0.5 and to_s[names.index(head)] < 0]
+print("name collectors:", name_collectors, "S-inhibition:", s_inhibition_heads)
+# END SOLUTION
+checks.check_circuit(name_collectors, s_inhibition_heads)
+
+# %% [markdown]
+# The circuit, read together:
+# - the **name collectors** attend from END to both first-clause names and hand "A + B" to the first MLP
+#   (edges `a0.h->m0`), and that MLP at END writes *both* names up;
+# - the **S-inhibition head** attends from END to **S2** and reads it through its value input, from what the
+#   embedding and the first MLP wrote at S2 (`embed->m0`, `m0->a1.h.v`): "this name was said again". It writes
+#   S *down*;
 # - the last MLP reads the S-inhibition head (`a1.h->m1`) and writes IO far above S: the final sorting step.
 #
 # IO = (A + B) − S: the arithmetic of GPT-2's IOI circuit (name movers aside), squeezed into two layers. In
@@ -650,6 +798,7 @@ AttentionView(str_tokens, patterns, title=f"{MODEL_NAME}: '{ioi.describe(clean.t
 #   value receiver is a group, `a1.kv0.k`, not a head.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 from interplab.zoo import build_random_model
 
 toy_clean = torch.randint(0, 128, (4, 10), generator=torch.Generator().manual_seed(0))
