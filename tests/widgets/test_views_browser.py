@@ -428,13 +428,15 @@ def test_token_view_loss_series_nan_and_readout_follows_series(open_html: Callab
 
 
 def test_control_characters_are_shown_escaped_and_kept_exactly(open_html: Callable) -> None:
-    tokens = ["\x00", "a\x1b", "\r\n", " b"]
-    view = TokenView(tokens, np.arange(4.0))
+    tokens = ["\x00", "a\x1b", "\r\n", " b", "\\u0001\x01"]  # the last: a real backslash, then \x01
+    view = TokenView(tokens, np.arange(5.0))
     page = open_html(view.to_html()).page
-    assert page.locator(".ipl-token").all_inner_texts() == ["\\x00", "a\\x1b", "\\x0d\u21b5", "\u00a0b"]
+    assert page.locator(".ipl-token").all_inner_texts() == ["\\x00", "a\\x1b", "\\x0d\u21b5", "\u00a0b", "\\u0001\\x01"]
     assert page.evaluate(f"{MODEL}.get('tokens')") == tokens
     page.hover(".ipl-token >> nth=0")
-    assert '"\\u0000" (0)' in page.inner_text(".ipl-tooltip")
+    assert '"\\x00" (0)' in page.inner_text(".ipl-tooltip")  # shown as on the token
+    page.hover(".ipl-token >> nth=4")
+    assert '"\\\\u0001\\x01" (4)' in page.inner_text(".ipl-tooltip")  # an escaped backslash stays one
 
 
 # ---------------------------------------------------------------- FeatureDashboard

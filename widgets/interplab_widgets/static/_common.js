@@ -51,7 +51,9 @@ function iplTokenText(tok) {
 
 /** A token quoted for tooltips and readouts, escapes and all (JSON string syntax). */
 function iplQuote(tok) {
-  return JSON.stringify(tok);
+  // JSON writes control characters as \u00XX; show them as \xXX, like iplTokenText does
+  // (an odd run of backslashes is an escape, an even one an escaped backslash).
+  return JSON.stringify(tok).replace(/(\\+)u00([0-9a-f]{2})/g, (m, bs, hex) => (bs.length % 2 ? `${bs}x${hex}` : m));
 }
 
 function iplFmt(v) {

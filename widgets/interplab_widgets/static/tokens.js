@@ -85,7 +85,13 @@ export default {
       legendSlot.replaceChildren(
         signed ? iplLegend(iplDiv, -vmax, vmax, names[s], true) : iplLegend(iplSeq, 0, vmax, names[s], false),
       );
-      noValue.textContent = missing ? `grey: no value (${missing} token${missing > 1 ? "s" : ""})` : "";
+      if (missing) {
+        const swatch = iplEl("span", "ipl-swatch");
+        swatch.style.background = iplRgb(grey);
+        noValue.replaceChildren(swatch, `grey: no value (${missing} token${missing > 1 ? "s" : ""})`);
+      } else {
+        noValue.replaceChildren();
+      }
       showReadout(); // the readout follows the series too
     }
 
