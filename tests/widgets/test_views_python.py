@@ -525,3 +525,20 @@ def test_feature_dashboard_density_wording() -> None:
     assert FeatureDashboard([["a"]], [np.ones(1)]).density_text() == ""
     html = sparse.static_html()
     assert "count, log scale" in html and "(1 in 100)" in html and "token colour: activation" in html
+
+
+def test_static_pictures_escape_every_string() -> None:
+    evil = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+    toks = [evil, "b", "c"]
+    views = [
+        AttentionView(toks, np.tril(np.ones((1, 3, 3))) / 3, [evil], title=evil),
+        TokenView(toks, {evil: np.ones(3)}, title=evil),
+        FeatureDashboard([toks], [np.ones(3)], activation_sample=np.ones(5), logit_effects=np.ones(3), vocab=toks, k=1, title=evil, label=evil),
+        PatchingHeatmap(np.ones((1, 3)), [evil], toks, row_title=evil, col_title=evil, title=evil, quantity=evil),
+        LogitLensView(toks, [[[evil], [evil], ["x"]]], np.full((1, 3, 1), 0.5), target_tokens=toks, target_probs=np.full((1, 3), 0.5),
+                      target_ranks=np.zeros((1, 3)), layer_labels=[evil], title=evil),
+    ]
+    for view in views:
+        html = view.static_html()
+        assert "<script" not in html and "<img src=x" not in html and 'onerror=alert(2)>' not in html, type(view).__name__
+        assert "&lt;script&gt;" in html
