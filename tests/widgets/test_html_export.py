@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from interplab_widgets import AttentionView, PatchingHeatmap, TokenView
 
@@ -86,3 +87,20 @@ def test_export_inlines_the_widget_esm_verbatim(any_view: Any) -> None:
     html = any_view.to_html()
     inlined = json.loads(re.search(r"^const ESM = (.*);$", html, re.M).group(1))
     assert inlined == esm
+
+
+def test_nbconvert_shows_the_static_picture_of_a_saved_notebook(view_builder: Callable[[str], Any]) -> None:
+    """A notebook saved without widget state (the usual case) exports with every view visible."""
+    nbformat = pytest.importorskip("nbformat")
+    nbconvert = pytest.importorskip("nbconvert")
+    kinds = ["AttentionView", "TokenView", "FeatureDashboard", "PatchingHeatmap", "LogitLensView"]
+    nb = nbformat.v4.new_notebook()
+    for kind in kinds:
+        data, metadata = view_builder(kind)._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in data  # the live widget is still there for Jupyter
+        cell = nbformat.v4.new_code_cell(f"view  # {kind}")
+        cell.outputs = [nbformat.v4.new_output("display_data", data=data, metadata=metadata)]
+        nb.cells.append(cell)
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    for kind in kinds:
+        assert f'data-ipl-static="{kind}"' in body, kind
