@@ -1,6 +1,5 @@
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -97,18 +96,20 @@ def _digest(folder) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_cli_lists_and_trains_into_a_user_folder_leaving_the_shipped_model_alone(tmp_path, repo_root):
+def test_cli_lists_and_trains_into_a_user_folder_leaving_the_shipped_model_alone(tmp_path, repo_root, monkeypatch,
+                                                                                 capsys):
+    from interplab.zoo.__main__ import main
+
     listed = subprocess.run([sys.executable, "-m", "interplab.zoo", "list"], capture_output=True, text=True,
                             check=True, cwd=repo_root)
     assert "attn2-induction" in listed.stdout and "all-minilm-l6-v2" in listed.stdout
     shipped = zoo.model_dir("attn2-induction")
     before = _digest(shipped)
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    run = subprocess.run([sys.executable, "-m", "interplab.zoo", "train", "attn2-induction", "--steps", "20",
-                          "--seed", "3"], capture_output=True, text=True, cwd=repo_root, env=env)
-    assert run.returncode == 0, run.stderr[-2000:]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["train", "attn2-induction", "--steps", "20", "--seed", "3"]) == 0  # in-process: no second cold start
+    stdout = capsys.readouterr().out
     out = tmp_path / "cache" / "interplab" / "zoo" / "attn2-induction"
-    assert f"wrote {out}" in run.stdout and "untouched" in run.stdout
+    assert f"wrote {out}" in stdout and "untouched" in stdout
     assert _digest(shipped) == before
     card = json.loads((out / "card.json").read_text())
     assert card["seed"] == 3 and card["training"]["steps"] == 20
@@ -276,6 +277,8 @@ def test_model_cards_state_reproducibility_and_match_card_json(name):
         f"MODEL_CARD.md is stale; regenerate it from card.json with recipe('{name}').card_markdown"
     assert "## Reproducibility" in markdown and "not bit-identical weights to the shipped ones" in markdown
     assert f"{WEIGHT_TOLERANCE:g} x its largest entry" in markdown
+    readme = (zoo.MODELS_DIR.parents[2] / "README.md").read_text()
+    assert f"within {WEIGHT_TOLERANCE:.0%} of its largest" in readme.replace("\n", " ")
 
 
 def _close(fresh, shipped, path=""):
