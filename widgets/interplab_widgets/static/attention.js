@@ -117,6 +117,11 @@ function attnAxis(tokens, n, vertical) {
     axis.appendChild(lab);
   }
   axis.dataset.step = String(step);
+  if (!vertical) {
+    // Rotated labels: the strip is as tall as the longest label needs, up to 76 px.
+    const longest = tokens.slice(0, n).reduce((m, t) => Math.max(m, iplTokenText(t).length), 1);
+    axis.style.height = `${Math.min(76, 8 + 7 * longest)}px`;
+  }
   return axis;
 }
 
