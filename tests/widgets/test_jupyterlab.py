@@ -169,6 +169,18 @@ def test_attention_view_renders_in_jupyterlab(browser: Any, lab_server: LabServe
             " await window.jupyterapp.commands.execute('notebook:run-cell'); }"
         )
         page.wait_for_selector(".jp-OutputArea :text('selected head: 2')")
+        # The front end shows the live widget, not the static text/html fallback next to it.
+        assert page.locator(".jp-OutputArea [data-ipl-static]").count() == 0
+        # In the dark theme the view takes JupyterLab's colours instead of staying a white box.
+        page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+        page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+        page.wait_for_function(
+            "() => { const r = document.querySelector('.jp-OutputArea .ipl-root');"
+            " const want = getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim();"
+            " const probe = document.createElement('div'); probe.style.color = want; document.body.appendChild(probe);"
+            " const ok = getComputedStyle(r).backgroundColor === getComputedStyle(probe).color"
+            "   && getComputedStyle(r).backgroundColor !== 'rgb(255, 255, 255)'; probe.remove(); return ok; }"
+        )
         assert not [e for e in errors if "ipl" in e or "interplab" in e or "anywidget" in e], errors
     finally:
         context.close()
