@@ -11,7 +11,7 @@ import torch
 from interplab import circuits, zoo
 from interplab.zoo import induction as recipe
 from interplab.zoo.checkpoint import load_checkpoint, save_checkpoint
-from interplab.zoo.training import WEIGHT_TOLERANCE
+from interplab.zoo.training import KEY_BIAS_TOLERANCE, WEIGHT_TOLERANCE
 
 
 def test_list_models_describes_the_shipped_models():
@@ -276,9 +276,9 @@ def test_model_cards_state_reproducibility_and_match_card_json(name):
     assert markdown == zoo.recipe(name).card_markdown(zoo.model_card(name)), \
         f"MODEL_CARD.md is stale; regenerate it from card.json with recipe('{name}').card_markdown"
     assert "## Reproducibility" in markdown and "not bit-identical weights to the shipped ones" in markdown
-    assert f"{WEIGHT_TOLERANCE:g} x its largest entry" in markdown
-    readme = (zoo.MODELS_DIR.parents[2] / "README.md").read_text()
-    assert f"within {WEIGHT_TOLERANCE:.0%} of its largest" in readme.replace("\n", " ")
+    assert f"within {WEIGHT_TOLERANCE:g} of the shipped one" in markdown and f"(within {KEY_BIAS_TOLERANCE:g})" in markdown
+    readme = (zoo.MODELS_DIR.parents[2] / "README.md").read_text().replace("\n", " ")
+    assert f"within {WEIGHT_TOLERANCE:g} of the shipped one" in readme and f"within {KEY_BIAS_TOLERANCE:g}" in readme
 
 
 def _close(fresh, shipped, path=""):
@@ -300,7 +300,8 @@ def _close(fresh, shipped, path=""):
 @pytest.mark.slow
 def test_retraining_reproduces_the_shipped_metrics():
     """`python -m interplab.zoo train attn2-induction` from scratch lands on the card's metrics and ground truth,
-    with every weight within WEIGHT_TOLERANCE of the shipped one (bit-identical on the machine that trained it)."""
+    with every weight within WEIGHT_TOLERANCE of the shipped one, key biases within KEY_BIAS_TOLERANCE
+    (bit-identical on the machine that trained it; see interplab/zoo/training.py for the measured spread)."""
     card = zoo.model_card("attn2-induction")
     model, fresh = recipe.train(seed=card["seed"], progress=False)
     fresh.update(recipe.ground_truth(model))
@@ -309,5 +310,22 @@ def test_retraining_reproduces_the_shipped_metrics():
     assert fresh["ground_truth"]["circuit"] == card["ground_truth"]["circuit"]
     shipped = zoo.load_model("attn2-induction").state_dict()
     for name, tensor in model.state_dict().items():
-        scale = shipped[name].abs().max().clamp_min(1e-3)
-        assert (tensor - shipped[name]).abs().max() <= WEIGHT_TOLERANCE * scale, name
+        tolerance = KEY_BIAS_TOLERANCE if name.endswith("attn.k.bias") else WEIGHT_TOLERANCE
+        assert (tensor - shipped[name]).abs().max().item() <= tolerance, name
+
+
+def test_attention_ignores_the_key_bias(induction_model):
+    """Why key biases get their own, looser reproducibility tolerance: zeroing them changes no output."""
+    tokens = torch.tensor([[0, 5, 6, 7, 8, 5, 6, 7]])
+    with torch.no_grad():
+        before = induction_model(tokens)
+        saved = {l: induction_model.blocks[l].attn.k.bias.clone() for l in range(induction_model.cfg.n_layers)}
+        try:
+            for layer in saved:
+                induction_model.blocks[layer].attn.k.bias.zero_()
+            after = induction_model(tokens)
+        finally:
+            for layer, bias in saved.items():
+                induction_model.blocks[layer].attn.k.bias.copy_(bias)
+    assert max(b.abs().max().item() for b in saved.values()) > 1e-3  # the biases are not zero to begin with
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)

@@ -84,9 +84,13 @@ def train_from_scratch(
     return model, result
 
 
-# How far a retrained weight may sit from the shipped one, relative to the tensor's largest entry; tests/test_zoo.py
-# checks a full retrain of attn2-induction against it (see reproducibility_markdown for what it means).
-WEIGHT_TOLERANCE = 0.05
+# How far a retrained weight may sit from the shipped one (absolute), on another machine or torch build.
+# Measured: a full retrain of attn2-induction with other CPU kernels (ATEN_CPU_CAPABILITY=default,
+# MKL_ENABLE_INSTRUCTIONS=SSE4_2) moved every weight by at most 2e-6, except the key biases, by up to 0.006:
+# attention ignores a key bias (it adds the same amount to every score of a query, and softmax drops it), so
+# its gradient is float noise, which Adam scales up to full-size steps. tests/test_zoo.py checks both bounds.
+WEIGHT_TOLERANCE = 1e-3
+KEY_BIAS_TOLERANCE = 0.01
 
 
 def reproducibility_markdown(card: dict[str, Any]) -> str:
@@ -99,8 +103,9 @@ this folder) gives:
 - bit-identical weights every time on one machine with the same thread count (`--threads`);
 - on any machine, the metrics and ground truth on this card, to the card's rounding;
 - not bit-identical weights to the shipped ones: another CPU, thread count or torch build adds floating-point
-  sums in another order, and training amplifies those differences. Each tensor stays within
-  {WEIGHT_TOLERANCE:g} x its largest entry of the shipped one (checked for `attn2-induction` by `tests/test_zoo.py`).
+  sums in another order. Every weight stays within {WEIGHT_TOLERANCE:g} of the shipped one, except the attention key
+  biases (within {KEY_BIAS_TOLERANCE:g}): attention ignores them, so their gradient is float noise that Adam scales up.
+  `tests/test_zoo.py` checks this for `attn2-induction`.
 """
 
 
