@@ -146,9 +146,13 @@ checks.test_previous_token_attention(previous_token_attention)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-scores = circuits.previous_token_scores(cache)  # the library version: every layer and head at once
-for layer in range(cfg.n_layers):
-    print(f"layer {layer}: " + "  ".join(f"head {h}: {s:.2f}" for h, s in enumerate(scores[layer].tolist())))
+for layer in range(cfg.n_layers):  # your function on every head
+    print(f"layer {layer}: " + "  ".join(f"head {h}: {previous_token_attention(cache, layer, h):.2f}"
+                                         for h in range(cfg.n_heads)))
+print("the library's circuits.previous_token_scores(cache) gives the same table in one call:",
+      torch.allclose(circuits.previous_token_scores(cache),
+                     torch.tensor([[previous_token_attention(cache, l, h) for h in range(cfg.n_heads)]
+                                   for l in range(cfg.n_layers)]), atol=1e-4))
 
 # %% [markdown]
 # ## 4. Hooks that read
@@ -299,7 +303,7 @@ AttentionView(str_tokens, patterns, title=f"{MODEL_NAME} on <bos> + A + A")
 # Nothing above is specific to the zoo. With internet and the hub, set `MODEL_NAME = "gpt2-small"`
 # in the parameters cell and rerun. Offline, `load_model("gpt2-small")` fails fast and says what to
 # do instead. As a stand-in, here is a randomly initialised model of GPT-2's architecture (built
-# with no download), run through the same library function:
+# with no download), scored by your `previous_token_attention`:
 
 # %%
 from interplab.zoo import ModelNotAvailableError, build_random_gpt2, hub_reachable
@@ -313,5 +317,6 @@ if not hub_reachable():
 gpt2_shaped = build_random_gpt2(n_layers=2, d_model=64, n_heads=4)
 _, gpt2_cache = gpt2_shaped.run_with_cache(torch.randint(0, 128, (1, 12)))
 print("previous-token scores of a random GPT-2-shaped model (layer x head):")
-for layer, row in enumerate(circuits.previous_token_scores(gpt2_cache).tolist()):
-    print(f"layer {layer}: " + "  ".join(f"{score:.2f}" for score in row))
+for layer in range(gpt2_shaped.cfg.n_layers):
+    print(f"layer {layer}: " + "  ".join(f"{previous_token_attention(gpt2_cache, layer, head):.2f}"
+                                         for head in range(gpt2_shaped.cfg.n_heads)))

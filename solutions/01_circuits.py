@@ -93,12 +93,12 @@ figure.show()
 
 # %% [markdown]
 # The same loss on one sequence, token by token (hover a token; the selector switches to the
-# probability the model gave it). `<bos>` is predicted by nothing; it shows 0.
+# probability the model gave it). A series one shorter than the tokens is read as a next-token
+# loss: entry `p` colours token `p + 1`, and `<bos>`, which nothing predicts, stays grey.
 
 # %%
-first_sequence_loss = torch.cat([torch.zeros(1), token_loss[0]])  # one value per token; <bos> gets 0
 TokenView(model.to_str_tokens(tokens[0]),
-          {"loss on this token (nats)": first_sequence_loss, "probability of this token": (-first_sequence_loss).exp()},
+          {"loss on this token (nats)": token_loss[0], "probability of this token": (-token_loss[0]).exp()},
           title=f"{MODEL_NAME}: loss on each token of one <bos> + A + A")
 
 # %% [markdown]
@@ -524,6 +524,12 @@ for layer in range(cfg.n_layers):
               f"{agree:34.2f}  {correlation:22.2f}")
 
 # %% [markdown]
+# Putting the norms back leaves the verdict that matters here unchanged: the induction heads copy
+# with or without them, and their matrices barely move. It is not free, though: for the layer-0
+# heads, which do not copy, the word a row favours changes in a large share of the rows. Dropping
+# LayerNorm is a fair approximation for "does this head copy?", not for reading a non-copying head's
+# favourite outputs off its weights.
+#
 # ### Exercise 8 — where the previous-token head looks, from positions alone
 # > Difficulty: 🔴🔴⚪ · Importance: 🔵🔵⚪ · about 15 minutes
 #
@@ -652,6 +658,7 @@ def name_circuit(scores: dict[str, torch.Tensor], threshold: float = 0.6) -> dic
     # END SOLUTION
 
 
+checks.test_name_circuit(name_circuit)
 my_circuit = name_circuit(head_score_table(cache, HALF_LEN))
 print(my_circuit)
 checks.check_circuit(**my_circuit)
@@ -747,9 +754,10 @@ else:
     bert = load_model("all-minilm-l6-v2")
     bert_tokens = minilm.repeated_word_tokens(bert, 8, half_len=12, seed=0)  # [CLS] + A + A, A = 12 random words
     _, bert_cache = bert.run_with_cache(bert_tokens)
-    bert_scores = {"previous-token": circuits.previous_token_scores(bert_cache),
-                   "duplicate-token": circuits.duplicate_token_scores(bert_cache, 12),
-                   "induction": circuits.induction_scores(bert_cache, 12)}
+    bert_layers = [bert_cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(bert.cfg.n_layers)]
+    bert_scores = {"previous-token": torch.stack([previous_token_score(p) for p in bert_layers]),  # your detectors
+                   "duplicate-token": torch.stack([duplicate_token_score(p, 12) for p in bert_layers]),
+                   "induction": torch.stack([induction_score(p, 12) for p in bert_layers])}
     for role, values in bert_scores.items():
         best = values.flatten().argmax().item()
         layer, head = divmod(best, bert.cfg.n_heads)

@@ -165,6 +165,23 @@ def test_composition_score_checker():
         ch01.test_composition_score(lambda l, r: ((l @ r).norm() / (l.norm() * r.norm())).item() ** 2)
 
 
+def test_name_circuit_checker():
+    ch01.test_name_circuit(ch01.reference_name_circuit)
+
+    def reversed_order(scores, threshold=0.6):  # any order is right
+        return {role: list(reversed(ch01.reference_name_circuit(scores, threshold)[role])) for role in scores}
+
+    ch01.test_name_circuit(reversed_order)
+    with pytest.raises(CheckFailed, match="exactly at the threshold counts"):
+        ch01.test_name_circuit(lambda scores, threshold=0.6: {
+            role: [tuple(h) for h in (values > threshold).nonzero().tolist()] for role, values in scores.items()})
+    with pytest.raises(CheckFailed, match="same keys"):  # drops roles with no head
+        ch01.test_name_circuit(lambda scores, threshold=0.6: {
+            role: heads for role, heads in ch01.reference_name_circuit(scores, threshold).items() if heads})
+    with pytest.raises(CheckFailed, match="missing"):  # ignores the threshold argument
+        ch01.test_name_circuit(lambda scores, threshold=0.6: ch01.reference_name_circuit(scores, 0.6))
+
+
 def test_check_circuit():
     truth = ch01.ground_truth_circuit()
     ch01.check_circuit(previous_token_heads=sorted(truth["previous_token_heads"]),

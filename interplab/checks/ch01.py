@@ -404,6 +404,44 @@ def test_composition_score(composition_score: Callable) -> None:
     passed("test_composition_score", len(pairs))
 
 
+# --- naming the heads ---------------------------------------------------------------------------
+
+def reference_name_circuit(scores: dict[str, torch.Tensor], threshold: float = 0.6) -> dict[str, list[tuple[int, int]]]:
+    return {role: circuits.heads_above(values, threshold) for role, values in scores.items()}
+
+
+def test_name_circuit(name_circuit: Callable) -> None:
+    """``name_circuit(scores, threshold) -> {role: [(layer, head), ...]}``: the heads whose score reaches
+    ``threshold`` (ties included), in any order; a role no head reaches gets an empty list."""
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    cases = 0
+    for n_layers, n_heads, threshold in ((2, 4, 0.6), (3, 6, 0.5), (1, 5, 0.25)):
+        scores = {role: torch.rand(n_layers, n_heads, generator=generator) for role in ROLE_NAMES}
+        scores["previous_token_heads"][0, 1] = threshold  # exactly at the threshold: in
+        scores["duplicate_token_heads"].clamp_(max=threshold - 0.01)  # no head reaches it: an empty list
+        case = f"{n_layers} layers x {n_heads} heads of random scores, threshold {threshold} (seed {seed})"
+        got = call_learner(name_circuit, {role: values.clone() for role, values in scores.items()}, threshold, case=case)
+        if not isinstance(got, dict) or set(got) != set(scores):
+            raise CheckFailed(f"{case}: return a dict with the same keys as scores ({', '.join(scores)}), got "
+                              f"{sorted(got) if isinstance(got, dict) else type(got).__name__}")
+        for role, expected in reference_name_circuit(scores, threshold).items():
+            named = _as_heads(got[role], role)
+            if len(named) != len(list(got[role])):
+                raise CheckFailed(f"{case}, {role}: a head is named twice: {list(got[role])}")
+            if named != set(expected):
+                detail = []
+                if set(expected) - named:
+                    at = [h for h in set(expected) - named if abs(scores[role][h].item() - threshold) < 1e-6]
+                    detail.append(f"missing {sorted(set(expected) - named)}"
+                                  + (" (a score exactly at the threshold counts: use >=, not >)" if at else ""))
+                if named - set(expected):
+                    detail.append(f"below the threshold: {sorted(named - set(expected))}")
+                raise CheckFailed(f"{case}, {role}: " + "; ".join(detail))
+        cases += 1
+    passed("test_name_circuit", cases)
+
+
 # --- the circuit ------------------------------------------------------------------------------
 
 ROLE_NAMES = {"previous_token_heads": "previous-token", "induction_heads": "induction",
