@@ -191,6 +191,11 @@ def test_truncated_weights_name_the_file(copied_model):
 
 def test_invalid_config_names_the_file(copied_model):
     folder = copied_model()
+    config = (folder / "config.json").read_bytes()
+    (folder / "config.json").unlink()
+    with pytest.raises(zoo.BrokenCheckpointError, match="config.json: file missing"):
+        zoo.load_model(str(folder))  # by path, as a retrained folder loads
+    (folder / "config.json").write_bytes(config)
     text = (folder / "config.json").read_text()
     (folder / "config.json").write_text(text[:-10])
     _fails(folder, "config.json", "not valid JSON", "line")

@@ -141,7 +141,7 @@ def _offline_message(name: str) -> str:
 
 def _is_checkpoint_folder(name: str) -> bool:
     folder = Path(name).expanduser()
-    return folder.is_dir() and (folder / "config.json").is_file()
+    return folder.is_dir() and any((folder / f).is_file() for f in ("config.json", "model.safetensors", "card.json"))
 
 
 def load_model(name: str, device: str | None = None):
