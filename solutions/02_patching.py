@@ -285,8 +285,12 @@ loop_map = patching.activation_patch_heads_loop(model, clean.tokens, corrupted.t
 loop_seconds = time.perf_counter() - start
 print(f"batched {batched_seconds:.3f} s, loop {loop_seconds:.3f} s ({loop_seconds / batched_seconds:.1f}x); "
       f"same values: {torch.allclose(head_map, loop_map, atol=1e-4)}")
-your_head_map = batched_head_patching(model, clean.tokens, corrupted.tokens, metric)  # your exercise 4
-print(f"your batched_head_patching gives the same map: {torch.allclose(your_head_map, head_map, atol=1e-3)}")
+try:  # your exercise 4 from here on; the library's map if you skipped it
+    your_head_map = batched_head_patching(model, clean.tokens, corrupted.tokens, metric)
+    print(f"your batched_head_patching gives the same map: {torch.allclose(your_head_map, head_map, atol=1e-3)}")
+except NotImplementedError:
+    your_head_map = head_map
+    print("exercise 4 not written yet: using the library's map")
 head_scores = patching.restored_fraction(your_head_map, clean_value, corrupted_value)
 PatchingHeatmap(head_scores, row_labels=[f"L{l}" for l in range(cfg.n_layers)],
                 col_labels=[f"H{h}" for h in range(cfg.n_heads)], row_title="layer", col_title="head",
@@ -501,7 +505,11 @@ checks.test_attribution_patch_heads(attribution_patch_heads)
 # %%
 comparisons = {}
 start = time.perf_counter()
-attr_heads = attribution_patch_heads(model, clean.tokens, corrupted.tokens, metric)  # your exercise 7
+try:
+    attr_heads = attribution_patch_heads(model, clean.tokens, corrupted.tokens, metric)  # your exercise 7
+except NotImplementedError:
+    print("exercise 7 not written yet: using the library's attribution_patch_heads")
+    attr_heads = patching.attribution_patch_heads(model, clean.tokens, corrupted.tokens, metric)
 attr_seconds = time.perf_counter() - start
 comparisons["heads"] = (head_map, attr_heads)
 comparisons["heads x position"] = (per_position, patching.attribution_patch_heads(
@@ -658,8 +666,14 @@ checks.test_circuit_overlap(circuit_overlap)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-eap_circuit = top_k_edges(eap_scores, graph.edge_names, ref["k"])  # your exercises 8 and 9
-precision, recall = circuit_overlap(eap_circuit, ref["edges"])
+try:  # your exercises 8 and 9
+    eap_circuit = top_k_edges(eap_scores, graph.edge_names, ref["k"])
+    precision, recall = circuit_overlap(eap_circuit, ref["edges"])
+except NotImplementedError:
+    print("exercises 8 and 9 not written yet: using the library's ranking")
+    eap_circuit = [name for name, keep in zip(graph.edge_names, graph.top_edges(eap_scores, ref["k"])) if keep]
+    hits = len(set(eap_circuit) & set(ref["edges"]))
+    precision, recall = hits / len(eap_circuit), hits / len(ref["edges"])
 print(f"EAP's top {ref['k']} edges vs the reference circuit: precision {precision:.2f}, recall {recall:.2f}")
 print("reference edges EAP ranks outside its top k:", sorted(set(ref["edges"]) - set(eap_circuit)))
 print("reference circuit:", ", ".join(ref["edges"]))
@@ -726,7 +740,12 @@ _, to_diff = circuits.logit_attribution(model, cache, clean.io[:, None], clean.s
 to_io, to_s, to_diff = (values[:, :, 0].mean(1) for values in (to_io, to_s, to_diff))
 attention = {}  # head name -> mean attention from END to IO, S1, S2, by your exercise 10
 for layer in range(cfg.n_layers):
-    table = attention_from_end(cache[f"blocks.{layer}.attn.hook_pattern"], clean)
+    try:
+        table = attention_from_end(cache[f"blocks.{layer}.attn.hook_pattern"], clean)
+    except NotImplementedError:  # exercise 10 skipped: the same numbers, written out here
+        end = cache[f"blocks.{layer}.attn.hook_pattern"][torch.arange(len(clean)), :, clean.pos_end]
+        table = torch.stack([end[torch.arange(len(clean)), :, where]
+                             for where in (clean.pos_io, clean.pos_s1, clean.pos_s2)], -1).mean(0)
     attention.update({f"a{layer}.{head}": table[head] for head in range(cfg.n_heads)})
 print(f"{'component':10s} {'END->IO':>8s} {'END->S1':>8s} {'END->S2':>8s} {'writes IO':>10s} {'writes S':>9s} "
       f"{'logit diff':>11s}")
