@@ -193,3 +193,30 @@ def test_residual_stack_from_cache_matches_tokens(random_model):
     tokens = _random_tokens(random_model)
     _, cache = random_model.run_with_cache(tokens)
     torch.testing.assert_close(residual_stack(random_model, cache, positions=[1]), residual_stack(random_model, tokens, positions=[1]))
+
+
+# ---------------------------------------------------------------- the chapter 03 target, on the shipped facts model
+
+def _facts_model():
+    from interplab.zoo import RECIPES, model_dir
+
+    if "facts-4l" not in RECIPES or not (model_dir("facts-4l") / "model.safetensors").exists():
+        pytest.skip("facts-4l is not shipped in this checkout")
+    return load_model("facts-4l")
+
+
+def check_tuned_lens_beats_logit_lens_on_facts(model) -> None:
+    """Issue 10's target: on held-out training-style sequences, the tuned lens is closer to the final
+    distribution than the logit lens at every layer below the last."""
+    from interplab.worlds import facts
+
+    generator = torch.Generator().manual_seed(0)
+    train = [facts.sample_training(64, generator)[0] for _ in range(8)]
+    held_out = torch.cat([facts.sample_training(64, torch.Generator().manual_seed(99))[0] for _ in range(4)])
+    lens = train_tuned_lens(model, train, steps=150, pad_token_id=facts.PAD_ID, progress=False)
+    kl = lens_kl_by_layer(model, held_out, lens, pad_token_id=facts.PAD_ID)
+    assert (kl.tuned_lens[:-1] < kl.logit_lens[:-1]).all(), (kl.logit_lens, kl.tuned_lens)
+
+
+def test_tuned_lens_beats_logit_lens_on_the_shipped_facts_model():
+    check_tuned_lens_beats_logit_lens_on_facts(_facts_model())
