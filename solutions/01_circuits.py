@@ -476,12 +476,13 @@ copying = torch.tensor([[circuits.copying_accuracy(full_ov_circuit(model, layer,
 print_head_table({"copying accuracy": copying})
 
 # %%
+full_ovs = [[full_ov_circuit(model, layer, head) for head in range(cfg.n_heads)] for layer in range(cfg.n_layers)]
 ov_figure = make_subplots(rows=cfg.n_layers, cols=cfg.n_heads, horizontal_spacing=0.02, vertical_spacing=0.08,
-                          subplot_titles=[f"{layer}.{head}: copying {copying[layer, head]:.2f}"
+                          subplot_titles=[f"{layer}.{head}: copying {circuits.copying_accuracy(full_ovs[layer][head], words):.2f}"
                                           for layer in range(cfg.n_layers) for head in range(cfg.n_heads)])
 for layer in range(cfg.n_layers):
     for head in range(cfg.n_heads):
-        ov = full_ov_circuit(model, layer, head).AB[words][:, words]
+        ov = full_ovs[layer][head].AB[words][:, words]
         ov = ov / ov.abs().max()  # each head on its own scale, so weak heads show their structure too
         ov_figure.add_trace(go.Heatmap(z=ov.round(decimals=3).tolist(), zmin=-1, zmax=1, colorscale="RdBu",
                                        reversescale=True, showscale=(layer, head) == (0, 0),
@@ -520,7 +521,9 @@ for layer in range(cfg.n_layers):
         normed = full_ov_with_layer_norms(model, layer, head)[words][:, words]
         agree = (plain.argmax(-1) == normed.argmax(-1)).float().mean()
         correlation = torch.corrcoef(torch.stack([plain.flatten(), normed.flatten()]))[0, 1]
-        print(f"{layer}.{head}  {copying[layer, head]:18.2f}  {(normed.argmax(-1) == torch.arange(len(words))).float().mean():7.2f}  "
+        diagonal = torch.arange(len(words))
+        print(f"{layer}.{head}  {(plain.argmax(-1) == diagonal).float().mean():18.2f}  "
+              f"{(normed.argmax(-1) == diagonal).float().mean():7.2f}  "
               f"{agree:34.2f}  {correlation:22.2f}")
 
 # %% [markdown]
@@ -603,8 +606,14 @@ checks.test_composition_score(composition_score)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-k_composition = torch.tensor([[composition_score(model.OV[0, h0], model.QK.T[1, h1]) for h1 in range(cfg.n_heads)]
-                              for h0 in range(cfg.n_heads)])
+def k_composition_scores(model) -> torch.Tensor:
+    """Your composition score of every layer-0 head's OV into every layer-1 head's QK^T: [head 0, head 1]."""
+    ov, qk_t = model.OV, model.QK.T
+    return torch.tensor([[composition_score(ov[0, h0], qk_t[1, h1]) for h1 in range(model.cfg.n_heads)]
+                         for h0 in range(model.cfg.n_heads)])
+
+
+k_composition = k_composition_scores(model)
 baseline = circuits.composition_baseline(cfg.d_model, cfg.d_head)
 strongest = divmod(k_composition.argmax().item(), cfg.n_heads)
 print(f"random matrices score {baseline:.2f} on average; the strongest K-composition is 0.{strongest[0]} -> "
@@ -616,6 +625,7 @@ for mode in ("Q", "V"):
     print(f"strongest {mode}-composition into layer 1: {scores.max():.2f}")
 
 # %%
+k_composition = k_composition_scores(model)
 labels = [f"1.{h1}" for h1 in range(cfg.n_heads)], [f"0.{h0}" for h0 in range(cfg.n_heads)]
 k_figure = go.Figure(go.Heatmap(z=k_composition.tolist(), x=labels[0], y=labels[1], colorscale="Blues", zmin=0,
                                 text=[[f"{v:.2f}" for v in row] for row in k_composition.tolist()],

@@ -197,3 +197,14 @@ def test_check_circuit():
                            duplicate_token_heads=[(0, 0)])
     with pytest.raises(CheckFailed, match="name each head"):
         ch01.check_circuit(previous_token_heads=[2], induction_heads=[])
+
+
+def test_chapters_use_the_learners_code_not_the_references(repo_root):
+    """Cells after an exercise run the learner's function; nothing uses a library answer before it is asked for."""
+    for chapter in ("00_tour.py", "01_circuits.py"):
+        source = (repo_root / "solutions" / chapter).read_text()
+        assert "checks.reference_" not in source, f"{chapter} calls a checker's reference answer"
+    source = (repo_root / "solutions" / "01_circuits.py").read_text()
+    exercise = source.index("def repeated_half_loss(")
+    assert "circuits.repeated_half_loss" not in source[:exercise], "the library's loss is used before exercise 5"
+    assert "circuits.repeated_half_loss" not in source, "after exercise 5 the chapter runs on the learner's loss"
