@@ -335,12 +335,12 @@ class ProbeScore:
 
 def fit_and_score(acts: Float[torch.Tensor, "n d"], labels: Labels, test_fraction: float = 0.25, seed: int = 0,
                   l2: float = 1e-2, groups: Sequence[Hashable] | torch.Tensor | None = None,
-                  split: tuple[torch.Tensor, torch.Tensor] | None = None) -> ProbeScore:
+                  split: tuple[torch.Tensor, torch.Tensor] | None = None, standardize: bool = True) -> ProbeScore:
     """Train on a random split of the rows, score on the rest (or on the given ``split`` indices)."""
     acts = _check_activations(acts)
     labels = _check_labels(labels, acts.shape[0])
     train, test = split if split is not None else train_test_split(acts.shape[0], test_fraction, seed, groups)
-    probe = train_linear_probe(acts[train], labels[train], l2=l2)
+    probe = train_linear_probe(acts[train], labels[train], l2=l2, standardize=standardize)
     test_auroc = None
     if probe.binary and len(torch.unique(labels[test])) == 2:
         test_auroc = probe_auroc(probe, acts[test], labels[test])
@@ -349,12 +349,12 @@ def fit_and_score(acts: Float[torch.Tensor, "n d"], labels: Labels, test_fractio
 
 
 def cross_validated_accuracy(acts: Float[torch.Tensor, "n d"], labels: Labels, k: int = 5, seed: int = 0,
-                             l2: float = 1e-2, groups: Sequence[Hashable] | torch.Tensor | None = None
-                             ) -> Float[torch.Tensor, " k"]:
+                             l2: float = 1e-2, groups: Sequence[Hashable] | torch.Tensor | None = None,
+                             standardize: bool = True) -> Float[torch.Tensor, " k"]:
     """Test accuracy on each of ``k`` folds."""
     acts = _check_activations(acts)
     labels = _check_labels(labels, acts.shape[0])
-    return torch.tensor([fit_and_score(acts, labels, l2=l2, split=fold).test_accuracy
+    return torch.tensor([fit_and_score(acts, labels, l2=l2, split=fold, standardize=standardize).test_accuracy
                          for fold in kfold_indices(acts.shape[0], k, seed, groups)])
 
 
@@ -405,13 +405,16 @@ class Selectivity:
 
 
 def probe_selectivity(acts: Float[torch.Tensor, "n d"], labels: Labels, types: Sequence[Hashable] | torch.Tensor,
-                      test_fraction: float = 0.25, seed: int = 0, l2: float = 1e-2) -> Selectivity:
+                      test_fraction: float = 0.25, seed: int = 0, l2: float = 1e-2, standardize: bool = True
+                      ) -> Selectivity:
     """Train the same probe on the real labels and on :func:`control_task_labels`, split the same way.
 
     The split is over examples, so a type (a subject) seen in training also appears in the test
     set in another context, and a probe that memorises types scores well on the control. That
     needs several examples per type; with one each the control falls to chance and selectivity
-    measures nothing (a warning says so).
+    measures nothing (a warning says so). Selectivity depends on the probe's capacity, as Hewitt &
+    Liang found: a larger ``l2`` or fewer input features (e.g. the model's own logits for the candidate
+    answers) leaves less room to memorise types.
     """
     acts = _check_activations(acts)
     labels = _check_labels(labels, acts.shape[0])
@@ -422,14 +425,15 @@ def probe_selectivity(acts: Float[torch.Tensor, "n d"], labels: Labels, types: S
     if seen < 0.5:
         warnings.warn(f"only {seen:.0%} of test rows have a type seen in training: the control task cannot be "
                       f"memorised, so selectivity is inflated; give each type several examples", stacklevel=2)
-    return Selectivity(fit_and_score(acts, labels, l2=l2, split=split), fit_and_score(acts, control, l2=l2, split=split), seen)
+    real = fit_and_score(acts, labels, l2=l2, split=split, standardize=standardize)
+    return Selectivity(real, fit_and_score(acts, control, l2=l2, split=split, standardize=standardize), seen)
 
 
 def selectivity_by_hook(activations: dict[str, torch.Tensor], labels: Labels, types: Sequence[Hashable] | torch.Tensor,
-                        test_fraction: float = 0.25, seed: int = 0, l2: float = 1e-2, progress: bool = True
-                        ) -> dict[str, Selectivity]:
+                        test_fraction: float = 0.25, seed: int = 0, l2: float = 1e-2, standardize: bool = True,
+                        progress: bool = True) -> dict[str, Selectivity]:
     """:func:`probe_selectivity` at every hook of :func:`collect_activations`' output (e.g. one per layer)."""
-    return {name: probe_selectivity(acts, labels, types, test_fraction, seed, l2)
+    return {name: probe_selectivity(acts, labels, types, test_fraction, seed, l2, standardize)
             for name, acts in tqdm(activations.items(), desc="probing", leave=False,
                                    disable=not progress or len(activations) < 4)}
 

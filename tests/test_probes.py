@@ -48,6 +48,13 @@ def test_probe_recovers_a_planted_direction():
     torch.testing.assert_close(flipped, -found)
 
 
+def test_unstandardised_probe_finds_the_direction_too():
+    acts, labels, direction = _planted()
+    score = fit_and_score(acts, labels, l2=1e-4, standardize=False)
+    assert score.test_accuracy > 0.95 and probe_direction(score.probe) @ direction > 0.97
+    assert torch.equal(score.probe.scale, torch.ones(acts.shape[1], dtype=score.probe.scale.dtype))
+
+
 def test_probe_training_is_deterministic():
     acts, labels, _ = _planted(n=300)
     a, b = train_linear_probe(acts, labels), train_linear_probe(acts, labels)
@@ -164,6 +171,7 @@ def test_memorised_types_have_low_selectivity_and_a_planted_property_high():
     acts = embedding[types] + 0.3 * torch.randn(600, d, generator=generator)
     memorised = probe_selectivity(acts, labels, types)
     assert memorised.accuracy > 0.95 and memorised.control_accuracy > 0.9 and memorised.selectivity < 0.1
+    assert probe_selectivity(acts, labels, types, l2=100.0).control_accuracy < memorised.control_accuracy - 0.2
     by_hook = selectivity_by_hook({"all": acts, "two dims": acts[:, :2]}, labels, types.tolist(), progress=False)
     assert list(by_hook) == ["all", "two dims"]
     assert by_hook["all"].accuracy == memorised.accuracy and by_hook["two dims"].accuracy < 0.9
