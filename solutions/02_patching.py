@@ -88,8 +88,8 @@ print("card metrics:", {k: v for k, v in card["metrics"].items() if "held_out" i
 clean = ioi.sample(N_PROMPTS, seed=0, held_out=True)
 str_tokens = model.to_str_tokens(clean.tokens[0])
 # one label per position, by its role in every template (words at other positions vary with the template)
-position_labels = ["0 <bos>", "1 when", "2 A: IO|S1", "3 and", "4 B: S1|IO", "5 went", "6 to", "7 the", "8 place",
-                   "9 ,", "10 S2", "11 gave", "12 a", "13 object", "14 END"]
+position_labels = ["0 <bos>", "1 when/as", "2 A: IO|S1", "3 and", "4 B: S1|IO", "5 verb", "6 word", "7 word",
+                   "8 place", "9 ,", "10 S2", "11 verb", "12 a", "13 object", "14 END"]
 print(f"ABBA prompts: {int(clean.abba.sum())} of {len(clean)}; IO at position 2 in those, 4 in the others")
 for row in range(3):
     print(ioi.describe(clean.tokens[row]), "->", ioi.describe(clean.io[row:row + 1]),
