@@ -107,6 +107,10 @@ def collect_activations(model, tokens: Tokens, hook_names: str | Sequence[str], 
                 model.run_with_hooks(chunk, fwd_hooks=hooks)
         except _Captured:
             pass
+        silent = [name for name in names if name not in captured]
+        if silent:
+            raise ValueError(f"hooks {silent[:3]} did not fire during the forward pass; pick hooks the model runs "
+                             f"(e.g. 'blocks.0.hook_resid_post')")
         for name in names:
             collected[name].append(captured[name])
     return {name: torch.cat(parts) for name, parts in collected.items()}

@@ -228,6 +228,12 @@ def test_collect_activations_errors(model):
         collect_activations(model, tokens, "blocks.0.hook_resid_pre", positions=9, progress=False)
 
 
+def test_a_hook_that_never_fires_is_an_error():
+    rotary = build_random_model("pythia")  # rotary positions: hook_pos_embed exists but is never called
+    with pytest.raises(ValueError, match="did not fire"):
+        collect_activations(rotary, _tokens(rotary), ["blocks.0.hook_resid_pre", "hook_pos_embed"], progress=False)
+
+
 def _resid(model, tokens, hooks, name):
     with model.hooks(fwd_hooks=hooks):
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
