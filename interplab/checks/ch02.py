@@ -2,7 +2,7 @@
 
 Each ``test_*`` runs the learner's function and the reference on the same inputs: the shipped
 ``ioi-2l`` on prompts drawn at check time, and a random model (3 layers x 6 heads, random
-LayerNorm weights) built once per kernel from a seed drawn at check time, on random tokens; so
+LayerNorm weights) built for each check from a seed drawn at check time, on random tokens; so
 an answer replayed from an earlier run, or one that hard-codes the shipped model's sizes or
 positions, fails. When an answer matches a common mistake (the wrong run, the wrong hook
 point, every head of a layer patched, a flipped sign, a missing normalisation) the message says
@@ -13,7 +13,6 @@ with the reference circuit on the model card.
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
 from types import SimpleNamespace
 from typing import Callable, Iterable
 
@@ -37,17 +36,10 @@ def _metric(clean: ioi.IOIBatch) -> patching.Metric:
     return patching.logit_diff_metric(clean.answers, position=ioi.POS_END)
 
 
-@lru_cache(maxsize=1)
-def _random_model_and_seed():
-    """A random 3-layer, 6-head model built once per kernel from a seed drawn then: nobody has seen it before."""
-    seed = fresh_seed()
-    return fresh_random_model(seed), seed
-
-
 def _random_setting(seed: int, batch: int = 4, seq: int = 9):
-    """The random model, clean tokens, corrupted tokens (positions 2 and 5 changed), a metric at the last
-    position, and a description for messages."""
-    model, model_seed = _random_model_and_seed()
+    """A random 3-layer, 6-head model built for this check from its seed (drawn at check time), clean tokens,
+    corrupted tokens (positions 2 and 5 changed), a metric at the last position, and a description."""
+    model = fresh_random_model(seed)
     generator = torch.Generator().manual_seed(seed)
     d_vocab = model.cfg.d_vocab
     clean = torch.randint(0, d_vocab, (batch, seq), generator=generator)
@@ -56,7 +48,7 @@ def _random_setting(seed: int, batch: int = 4, seq: int = 9):
         corrupted[:, pos] = (clean[:, pos] + torch.randint(1, d_vocab, (batch,), generator=generator)) % d_vocab
     answers = torch.stack([torch.randperm(d_vocab, generator=generator)[:2] for _ in range(batch)])
     where = (f"a random {model.cfg.n_layers}-layer, {model.cfg.n_heads}-head model built for this check "
-             f"(seed {model_seed}) on {batch} random prompts of {seq} tokens (seed {seed})")
+             f"on {batch} random prompts of {seq} tokens (seed {seed})")
     return model, clean, corrupted, patching.logit_diff_metric(answers, position=-1), where
 
 
@@ -685,13 +677,13 @@ def test_attention_from_end(attention_from_end: Callable) -> None:
             _, cache = model.run_with_cache(clean.tokens)
         cases += [(cache[f"blocks.{layer}.attn.hook_pattern"], clean,
                    f"{MODEL} layer {layer} on 8 fresh prompts (seed {seed + offset})") for layer in range(model.cfg.n_layers)]
-    random_model, model_seed = _random_model_and_seed()
+    random_model = fresh_random_model(seed)
     batch = _moved_batch(seed, 5, 13)
     tokens = torch.randint(0, random_model.cfg.d_vocab, (5, 13), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         _, random_cache = random_model.run_with_cache(tokens)
     cases.append((random_cache["blocks.1.attn.hook_pattern"], batch,
-                  f"layer 1 of a random 6-head model (seed {model_seed}), 5 prompts of 13 tokens whose names and END "
+                  f"layer 1 of a random 6-head model built for this check, 5 prompts of 13 tokens whose names and END "
                   f"sit at positions drawn at check time (seed {seed})"))
     for pattern, batch, case in cases:
         got = call_learner(attention_from_end, pattern, batch, case=f"{case}; columns IO, S1, S2")
