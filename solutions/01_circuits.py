@@ -78,7 +78,8 @@ token_loss = circuits.per_token_loss(logits, tokens)  # [batch, seq - 1]: entry 
 uniform = torch.tensor(float(len(induction.vocabulary()))).log()
 print(f"loss on the first A:  {token_loss[:, :HALF_LEN].mean():.2f} nats "
       f"(uniform guessing over {len(induction.vocabulary())} words: {uniform:.2f})")
-print(f"loss on the second A: {token_loss[:, HALF_LEN:].mean():.2f} nats")
+print(f"loss on the second A: {token_loss[:, HALF_LEN].mean():.2f} nats on its first word, "
+      f"{token_loss[:, HALF_LEN + 1:].mean():.3f} on the rest")
 
 # %%
 mean_loss = token_loss.mean(0)  # the loss on tokens 1 ... seq-1
@@ -102,13 +103,13 @@ TokenView(model.to_str_tokens(tokens[0]),
           title=f"{MODEL_NAME}: loss on each token of one <bos> + A + A")
 
 # %% [markdown]
-# Two things to read off. The second `A` is nearly free: its first word costs as much as any
-# first-`A` word (nothing announces it), and from the second word on the loss drops to almost zero.
-# And the first `A` costs *more* than uniform guessing, rising along the block. A model that only
-# guessed would score exactly uniform; this one guesses with a prior from its training world, where
-# a block of 4 to 20 words starts over as soon as it ends. Deep into a block it bets that the block
-# may be about to repeat, and puts probability on words it has already seen, its first word most of
-# all. In this probe the 20 words of `A` are distinct, so those bets always lose:
+# Two things to read off. From its second word on, the second `A` is nearly free: that is
+# induction. And the first `A` costs *more* than uniform guessing, rising along the block. A model
+# that only guessed would score exactly uniform; this one guesses with a prior from its training
+# world, where a block of 4 to 20 words starts over as soon as it ends. Deep into a block it bets
+# that the block may be about to repeat, and puts probability on words it has already seen, its
+# first word most of all. In this probe the 20 words of `A` are distinct, so those bets always lose
+# inside the first `A`:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -123,6 +124,13 @@ print(f"probability on words already seen, predicting first-A tokens 2 ... {HALF
       f"from {on_seen[0]:.2f} to {on_seen[-1]:.2f}")
 print(f"  of which on A's first word: {on_first_word.mean():.2f} on average, from {on_first_word[0]:.2f} "
       f"to {on_first_word[-1]:.2f}")
+print(f"probability on A's first word after all {HALF_LEN} words of A: {probs[rows, HALF_LEN, tokens[:, 1]].mean():.2f}")
+
+# %% [markdown]
+# The same prior explains the second `A`'s cheap first word. No training block is longer than 20
+# words, so after 20 new words the model puts most of its probability on the block restarting with
+# its first word (last line above): a bet that finally wins. That has nothing to do with induction, which is why exercise 5's loss leaves
+# that position out.
 
 # %%
 view_tokens = induction.repeated_tokens(1, half_len=10, seed=3)
@@ -293,7 +301,8 @@ checks.test_head_ablation_hook(head_ablation_hook)
 # Write `repeated_half_loss(logits, tokens, half_len)`: the mean cross-entropy (a Python float) of
 # the model's prediction of `tokens[:, p + 1]` at positions `p = half_len + 1 … 2 half_len - 1`.
 # Position `half_len` is excluded on purpose: it predicts the *first* token of the second `A`,
-# which nothing before it announces.
+# which induction cannot reach (no earlier copy of the current token points at it). Whatever the
+# model knows there comes from elsewhere; section 1 showed what.
 #
 # <details><summary>Hint</summary>
 #
