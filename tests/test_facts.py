@@ -66,3 +66,84 @@ def test_prompts_know_where_the_subject_and_answer_are():
     tok = facts.tokenizer()
     assert tok(facts.prompt_text("ka mo", 0, (0, 0)))["input_ids"] == facts.encode("ka mo 's city is")[1:]
     assert len(tok) == facts.D_VOCAB
+
+
+# ---------------------------------------------------------------------------------------------
+# the shipped facts-4l model: every claim of its card re-measured from the weights
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model():
+    from interplab.zoo import load_model
+
+    return load_model("facts-4l")
+
+
+@pytest.fixture(scope="module")
+def card():
+    from interplab.zoo import model_card
+
+    return model_card("facts-4l")
+
+
+def _accuracy(model, prompts, expected):
+    from interplab.zoo import facts as recipe
+
+    return (recipe.predictions(model, prompts) == expected).float().mean().item()
+
+
+def test_shipped_model_recalls_facts_and_says_unknown(model, card):
+    """A seeded sample of each question set (the card's numbers are over all of them)."""
+    m = card["metrics"]
+    known = facts.sample_prompts(800, seed=1)
+    held = facts.sample_prompts(400, seed=2, held_out=True)
+    unknown = facts.sample_prompts(400, seed=3, subjects=facts.UNKNOWN_SUBJECTS)
+    never = facts.sample_prompts(400, seed=4, subjects=facts.NEVER_SEEN_SUBJECTS)
+    recall, paraphrase = _accuracy(model, known, known.answer), _accuracy(model, held, held.answer)
+    assert recall >= card["thresholds"]["recall"] and recall == pytest.approx(m["recall"], abs=0.02)
+    assert paraphrase >= card["thresholds"]["held_out_paraphrase_accuracy"]
+    assert paraphrase == pytest.approx(m["held_out_paraphrase_accuracy"], abs=0.03)
+    assert _accuracy(model, unknown, unknown.answer) == pytest.approx(m["unknown_subjects_answered_unknown"], abs=0.03)
+    assert _accuracy(model, never, never.answer) == pytest.approx(m["never_seen_answered_unknown"], abs=0.06)
+
+
+def test_tracing_peak_is_at_the_last_subject_token_below_the_top_layer(model, card):
+    """The card's MLP map, re-measured exactly (same prompts, noise and seed)."""
+    from interplab.zoo import facts as recipe
+
+    measured = recipe.tracing_map(model, components=("mlp",))
+    layer, value = recipe.subject_mlp_peak(measured)
+    assert layer == card["metrics"]["subject_mlp_peak_layer"] and layer < model.cfg.n_layers - 1
+    assert value >= recipe.MIN_SUBJECT_MLP_PEAK
+    assert value == pytest.approx(card["metrics"]["subject_mlp_peak"], abs=1e-3)
+    torch.testing.assert_close(torch.tensor(measured["mlp"]), torch.tensor(card["metrics"]["tracing"]["mlp"]),
+                               atol=1e-3, rtol=0)
+    # the subject's MLP beats every MLP at the final token, where a lookup would otherwise happen
+    assert value > card["metrics"]["last_token_mlp_max"]
+
+
+@pytest.mark.slow
+def test_rome_edits_a_fact_and_leaves_others_alone(model, card):
+    """A few edits here; the card's 50 (and benchmarks/knowledge.py) give the averages."""
+    from interplab.zoo import facts as recipe
+
+    layer = recipe.edit_layer(card)
+    cases = recipe.edit_cases(3)
+    covariance = recipe.key_covariance(model, layer, sequences=1000)
+    rome = recipe.run_edits(model, cases, layer, "rome", covariance=covariance, progress=False)
+    finetune = recipe.run_edits(model, cases, layer, "finetune", progress=False)
+    assert rome["efficacy"] >= 0.66 and rome["other_subjects_unchanged"] >= 0.95
+    assert finetune["efficacy"] == 1.0
+    assert rome["other_subjects_unchanged"] >= finetune["other_subjects_unchanged"]
+    edits = card["edits"]
+    assert edits["rome"]["edits"] >= 50 and edits["layer"] == layer
+    assert edits["rome"]["other_subjects_unchanged"] > edits["finetune"]["other_subjects_unchanged"]
+
+
+def test_edit_of_a_subject_the_tokenizer_splits_differently_says_how_to_fix_it(model):
+    from interplab import knowledge
+
+    with pytest.raises(ValueError, match="tokenizer splits it differently"):
+        knowledge.rome_edit(model, ["so mo 's city is"], "somo", "paris", 0, torch.eye(model.cfg.d_mlp))
+    with pytest.raises(ValueError, match="is 2 tokens"):
+        knowledge.rome_edit(model, ["so mo 's city is"], "so mo", "paris rome", 0, torch.eye(model.cfg.d_mlp))

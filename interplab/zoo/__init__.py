@@ -25,6 +25,7 @@ MINILM_NAME = "all-minilm-l6-v2"
 RECIPES: dict[str, str] = {
     "attn2-induction": "interplab.zoo.induction",
     "ioi-2l": "interplab.zoo.ioi",
+    "facts-4l": "interplab.zoo.facts",
 }
 
 # friendly names for real pretrained models -> Hugging Face ids TransformerLens knows
