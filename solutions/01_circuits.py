@@ -87,7 +87,7 @@ figure = go.Figure(go.Scatter(x=list(range(1, tokens.shape[1])), y=mean_loss.tol
                               name="model"))
 figure.add_hline(y=uniform.item(), line_dash="dot", annotation_text="uniform guess over the words")
 figure.add_vline(x=HALF_LEN + 0.5, line_dash="dash", annotation_text="second A starts")
-figure.update_layout(title="Loss (nats) on each token of <bos> + A + A, mean over 32 sequences",
+figure.update_layout(title="Loss (nats) on each token of <bos> + A + A<br><sup>mean over 32 sequences</sup>",
                      xaxis_title="position of the predicted token", yaxis_title="cross-entropy (nats)",
                      width=720, height=380, showlegend=False)
 figure.show()
@@ -500,9 +500,9 @@ for layer in range(cfg.n_layers):
                             row=layer + 1, col=head + 1)
 ov_figure.update_xaxes(showticklabels=False)
 ov_figure.update_yaxes(showticklabels=False, autorange="reversed")
-ov_figure.update_layout(title="Full OV circuit W_E W_V W_O W_U per head: rows the word attended to, columns the "
-                              "output word's logit (scaled to each head's largest |entry|)",
-                        width=900, height=520)
+ov_figure.update_layout(title="Full OV circuit W_E W_V W_O W_U of each head<br><sup>row: the word attended to; column: "
+                              "the output word whose logit moves; each head scaled to its largest |entry|</sup>",
+                        width=860, height=560, margin={"t": 110})
 ov_figure.show()
 
 # %% [markdown]
@@ -642,8 +642,8 @@ k_figure = go.Figure(go.Heatmap(z=k_composition.tolist(), x=labels[0], y=labels[
                                 hovertemplate="0.%{y} -> 1.%{x}: %{z:.3f}<extra></extra>"))
 k_figure.update_yaxes(autorange="reversed", title="layer-0 head (writes)")
 k_figure.update_xaxes(title="layer-1 head (reads with its key)")
-k_figure.update_layout(title=f"K-composition score ||W_OV W_QK^T|| / (||W_OV|| ||W_QK||); random pairs: {baseline:.2f}",
-                       width=560, height=420)
+k_figure.update_layout(title=f"K-composition score ||W_OV W_QK^T|| / (||W_OV|| ||W_QK||)<br><sup>random pairs of "
+                             f"matrices score {baseline:.2f} on average</sup>", width=560, height=440)
 k_figure.show()
 
 # %% [markdown]
