@@ -212,8 +212,7 @@ def test_card_cli_rewrites_the_card_not_the_weights(tmp_path, monkeypatch):
     weights = (copy / "model.safetensors").read_bytes()
     card = (copy / "card.json").read_text()
     (copy / "card.json").write_text(card.replace('"repeat_accuracy": 0.9952', '"repeat_accuracy": 0.1'))
-    monkeypatch.setattr(cli, "model_dir", lambda name: copy)
-    monkeypatch.setattr(zoo, "model_dir", lambda name: copy)
+    monkeypatch.setattr(zoo, "model_dir", lambda name: copy)  # the CLI looks it up in interplab.zoo at call time
     assert cli.main(["card", "attn2-induction", "--threads", "1"]) == 0
     assert (copy / "model.safetensors").read_bytes() == weights
     from interplab.zoo.checkpoint import read_card
