@@ -577,6 +577,9 @@ layer0_positional = torch.stack([positional_pattern(model, 0, head) for head in 
 queries = torch.arange(1, cfg.n_ctx)
 print("mean attention to the previous position, from positions alone:",
       ", ".join(f"0.{h}: {layer0_positional[h, queries, queries - 1].mean():.2f}" for h in range(cfg.n_heads)))
+
+# %%
+layer0_positional = torch.stack([positional_pattern(model, 0, head) for head in range(cfg.n_heads)])
 AttentionView([f"p{i}" for i in range(cfg.n_ctx)], layer0_positional,
               head_labels=[f"0.{h} positional" for h in range(cfg.n_heads)], title="layer 0 from positions alone")
 
