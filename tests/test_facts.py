@@ -138,6 +138,10 @@ def test_rome_edits_a_fact_and_leaves_others_alone(model, card):
     edits = card["edits"]
     assert edits["rome"]["edits"] >= 50 and edits["layer"] == layer
     assert edits["rome"]["other_subjects_unchanged"] > edits["finetune"]["other_subjects_unchanged"]
+    assert edits["rome"]["same_subject_unchanged"] > edits["finetune"]["same_subject_unchanged"]
+    # the specificity targets hold; efficacy and paraphrase sit just under theirs (0.95, 0.90)
+    assert edits["rome"]["other_subjects_unchanged"] >= 0.98 and edits["rome"]["same_subject_unchanged"] >= 0.85
+    assert edits["rome"]["efficacy"] >= 0.9 and edits["rome"]["paraphrase"] >= 0.85
 
 
 def test_edit_of_a_subject_the_tokenizer_splits_differently_says_how_to_fix_it(model):

@@ -291,6 +291,16 @@ def edit_layer(card_or_metrics: dict[str, Any]) -> int:
     return int(metrics["subject_mlp_peak_layer"])
 
 
+def rome_options() -> dict[str, float]:
+    """``knowledge.rome_edit``'s optimisation defaults, recorded on the card beside the numbers they gave."""
+    import inspect
+
+    from interplab import knowledge
+
+    keep = ("steps", "lr", "kl_weight", "l2_weight", "stop_probability", "ridge")
+    return {k: p.default for k, p in inspect.signature(knowledge.rome_edit).parameters.items() if k in keep}
+
+
 def ground_truth(model, n_edits: int = EDITS, progress: bool = True) -> dict[str, Any]:
     """The world's facts and subject sets, plus ROME vs fine-tuning over ``n_edits`` edits at the peak layer."""
     truth = {
@@ -312,6 +322,7 @@ def ground_truth(model, n_edits: int = EDITS, progress: bool = True) -> dict[str
     return {
         **truth,
         "edits": {"layer": layer, "seed": EDIT_SEED, "rome": rome, "finetune": finetune,
+                  "rome_options": rome_options(),
                   "method": "each edit alone on the shipped weights; contexts: 3 trained subject-first templates "
                             "(efficacy on the first); paraphrase: the 4 held-out templates; other subjects: 30 "
                             "random + up to 15 sharing a syllable, same template, top-1 unchanged; same subject: "
@@ -352,7 +363,8 @@ def card_markdown(card: dict[str, Any]) -> str:
 | ROME (rank-one, KL on the subject's other facts) | {r['efficacy']:.3f} | {r['paraphrase']:.3f} | {r['other_subjects_unchanged']:.3f} | {r['same_subject_unchanged']:.3f} | {r['mean_steps']} |
 | fine-tuning the same MLP | {f['efficacy']:.3f} | {f['paraphrase']:.3f} | {f['other_subjects_unchanged']:.3f} | {f['same_subject_unchanged']:.3f} | {f['mean_steps']} |
 
-Method: {edits['method']}. Reproduce with `python benchmarks/knowledge.py`.
+Method: {edits['method']}. ROME settings: {edits.get('rome_options', {})}.
+Reproduce with `python benchmarks/knowledge.py`.
 """
     return f"""# {card['name']}
 
