@@ -626,7 +626,7 @@ checks.test_rank_one_update(rank_one_update)
 # %% [markdown]
 # Now `N_EDITS` edits at the layer your trace found, each made alone on the shipped weights and undone
 # after: "person S's relation R is now X". `knowledge.rome_edit` finds `delta` and `k*` (shortened to 30
-# optimisation steps to fit this notebook's time; the card's 50 edits use the library's default 120); your
+# optimisation steps to fit this notebook's time; the card's 50 edits use the library's defaults); your
 # `rank_one_update` builds the weight change. The baseline fine-tunes every weight of the same MLP on the
 # same three prompts. `knowledge.edit_metrics` scores each edit: efficacy (the edited prompt), held-out
 # paraphrases (frames never trained for this relation), other people asked the same question (30 random +
@@ -664,8 +664,9 @@ print(f"{N_EDITS} edits at MLP {edit_layer}  | efficacy | paraphrase | other peo
 for method, means in edit_means.items():
     print(f"  {method:12s} here | " + " | ".join(f"{means[k]:.2f}" for k in edit_keys))
 card_edits = card["edits"]
-for method, key in (("ROME", "rome"), ("fine-tuning", "finetune")):
-    print(f"  {method:12s} card ({card_edits[key]['edits']} edits, 120 steps) | "
+rome_steps = card_edits.get("rome_options", {}).get("steps", "default")
+for method, key, steps in (("ROME", "rome", f"up to {rome_steps} steps"), ("fine-tuning", "finetune", "library defaults")):
+    print(f"  {method:12s} card ({card_edits[key]['edits']} edits, {steps}) | "
           + " | ".join(f"{card_edits[key][k]:.2f}" for k in edit_keys))
 
 # %%
