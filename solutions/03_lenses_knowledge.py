@@ -572,14 +572,14 @@ print(f"MLP peak here: layer {peak_layer}, '{facts.BUCKETS[peak_bucket]}', {mlp_
 # %% [markdown]
 # How to read the three maps:
 # - **residual**: restoring the whole residual at the last subject token after block 0 brings most of the
-#   answer back, and the effect stays at the subject through the middle layers, then moves to the last
-#   token in the top layer. The information sits at the subject until attention carries it to the end.
+#   answer back; that effect fades at the subject with depth while it grows at the last token (block 1, 2,
+#   3). The information sits at the subject until attention carries it to the end.
 # - **MLP**: one cell stands out, MLP 0 at the last subject token. The MLPs elsewhere, and every MLP at the
 #   last token, restore almost nothing: the MLP at the subject *writes* the fact; nothing downstream
 #   recomputes it.
 # - **attention**: the large value in layer 0 at the subject is attention combining the two noised name
-#   tokens (restoring it un-noises the name itself), and in the top layer at the last token it is attention
-#   *moving* the fact to where it is said.
+#   tokens (restoring it un-noises the name itself); at the last token, layers 1-3, it is attention
+#   *moving* the fact to where it is said, most of it in the top layer.
 #
 # So: written by an early MLP at the subject, moved late by attention, the pattern Meng et al. found in
 # GPT-2 XL. Two things a 4-layer toy cannot show. The "early-middle layers" of a 48-layer model are
@@ -947,4 +947,4 @@ print(f"known-vs-unknown probe on held-out people, layer {steer_layer}: AUROC "
 # - **What a toy cannot show.** Four layers leave one early layer to store in; the storage site depends on
 #   the data mix and the seed; the training loss stays near 0.9 because appositions cannot know which
 #   relation follows. Real models have superposed, redundant, multi-layer storage, where each of these
-#   tools is weaker: Chapter 05's sparse autoencoders return to reading features there.
+#   tools is weaker, and where the later chapters pick them up.
