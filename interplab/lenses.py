@@ -281,12 +281,19 @@ def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int
     batches = _token_batches(token_batches)
     lens = TunedLens.for_model(model, model_name)
     resid = _flat_residuals(model, batches, skip_first, pad_token_id, progress)
-    n_tokens = resid.shape[1]
     generator = torch.Generator().manual_seed(seed)
     params = list(lens.parameters())
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
     bar = tqdm(range(steps), desc="training tuned lens", leave=False, disable=not progress, mininterval=0.5)
+    with torch.enable_grad():  # notebooks often switch gradients off globally; the translators still need them
+        _fit_translators(model, lens, resid, params, optimizer, schedule, bar, batch_size, generator)
+    lens.eval()
+    return lens
+
+
+def _fit_translators(model, lens, resid, params, optimizer, schedule, bar, batch_size, generator) -> None:
+    n_tokens = resid.shape[1]
     for _ in bar:
         rows = torch.randint(n_tokens, (min(batch_size, n_tokens),), generator=generator).to(resid.device)
         with torch.no_grad():  # recomputed per step: caching [tokens, vocab] would not fit a real vocabulary
@@ -298,8 +305,6 @@ def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int
         optimizer.step()
         schedule.step()
         bar.set_postfix(kl_sum=f"{loss.item():.3f}", refresh=False)
-    lens.eval()
-    return lens
 
 
 # ---------------------------------------------------------------- comparing lenses

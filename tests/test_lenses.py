@@ -157,6 +157,17 @@ def test_tuned_lens_training_is_deterministic_and_trains_only_the_lens(ioi_model
         assert p.grad is None or not p.grad.any(), f"{name} received a gradient"
 
 
+def test_tuned_lens_trains_with_gradients_switched_off(ioi_model):
+    """Notebooks call torch.set_grad_enabled(False); training the translators must still work."""
+    tokens = ioi.sample(64, seed=4).with_answer()
+    with torch.no_grad():
+        lens = train_tuned_lens(ioi_model, tokens, steps=5, seed=3, batch_size=64, progress=False)
+    reference = train_tuned_lens(ioi_model, tokens, steps=5, seed=3, batch_size=64, progress=False)
+    for (name, pa), pb in zip(lens.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(pa, pb, msg=name)
+    assert any(p.abs().max() > 0 for p in lens.parameters())
+
+
 @pytest.mark.parametrize("family", ["pythia", "gemma"])
 def test_tuned_lens_trains_on_other_architectures(family):
     model = build_random_model(family, n_layers=2)
