@@ -81,3 +81,18 @@ def test_circuitsvis_peer_installs_with_its_dependencies():
     pattern = _load("widgets_vs_circuitsvis").causal_attention(2, 5)
     html = attention_heads(attention=pattern, tokens=[f" t{i}" for i in range(5)], mask_upper_tri=True).local_src
     assert "<script" in html and len(html) > 100_000, f"circuitsvis {circuitsvis.__version__} rendered no bundle"
+
+
+def test_knowledge_benchmark_traces_agree_and_edits_run(capsys):
+    """Batched causal tracing equals the per-(layer, position) loop; one edit of each method is scored."""
+    threads = torch.get_num_threads()
+    try:
+        assert _load("knowledge").main(["--prompts", "3", "--samples", "1", "--edits", "1", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    difference = float(out.split("max |difference| ")[1].split()[0])
+    assert difference < 1e-5, out
+    for method in ("rome", "finetune"):
+        assert f"\n  {method} " in out, out
+    assert "targets (ROME" in out
