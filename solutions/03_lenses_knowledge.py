@@ -372,7 +372,7 @@ print(f"most selective: {best} with l2 {best_l2}: accuracy {best_real:.2f}, cont
 # Read the table row by row. With a weak penalty (l2 0.01) the city becomes decodable as depth grows, but
 # the control task is far above chance too (0.10): the probe memorises people, as Hewitt & Liang warned. A
 # stronger penalty (l2 1.0) takes capacity away from both, and both fall. The most selective cell is
-# printed last: compare it with the issue's target (accuracy ≥ 0.95, selectivity ≥ 0.5), and notice where
+# printed last: compare it with the course's target (accuracy ≥ 0.95, selectivity ≥ 0.5), and notice where
 # it is. The residual after the *last* block at the subject token is the model's own output there, its
 # guess at an apposition's object, so the person's objects are readable in it; but no later layer reads
 # that vector, so it cannot be where the answer to a question comes from. On people the probe never saw,
@@ -691,7 +691,7 @@ figure.show()
 # damage the *same* person's other facts more than other people's: a person's 8 facts share one key, and
 # a new value for that key spills into its other relations; ROME's KL term limits that, fine-tuning has
 # nothing to stop it. The edits here are shortened (30 steps), so ROME takes fewer of them than the card's
-# 50 full-length edits; compare the card's row with the issue's targets (efficacy ≥ 0.95, paraphrase ≥
+# 50 full-length edits; compare the card's row with the course's targets (efficacy ≥ 0.95, paraphrase ≥
 # 0.90, other people ≥ 0.98, same person ≥ 0.85), and run `python benchmarks/knowledge.py` to re-measure the
 # 50 edits and print the verdict. For alignment, editing is the most direct use of "where knowledge
 # lives": a targeted, auditable change. Its failure modes (spill-over to related facts, paraphrases it
@@ -911,9 +911,9 @@ my_finding = {
 checks.check_storage_site(my_finding)
 
 # %% [markdown]
-# ## Summary: the measurements against the issue's targets
+# ## Summary: what this notebook measured, against the course's targets
 #
-# The cell below prints what this notebook measured beside each target of the chapter's issue, and the card's
+# The cell below prints what this notebook measured beside each target the course sets for this chapter, and the card's
 # 50-edit numbers. The prose above was written from these numbers; where a target is not met, it says so.
 
 # %%
