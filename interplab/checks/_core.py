@@ -247,6 +247,18 @@ def compare_outputs(got: Any, expected: Any, case: str, atol: float = 1e-4, rtol
                           + (f"\n  your answer matches {hint}" if hint else ""))
 
 
+def compare_with_lazy_variants(got: Any, expected: Any, case: str, variants: Callable[[], Variants],
+                               **kwargs: Any) -> None:
+    """``compare_outputs``, computing the known mistakes (some cost model runs) only when the answer is wrong."""
+    try:
+        compare_outputs(got, expected, case, **kwargs)
+    except CheckFailed:
+        with torch.no_grad():
+            mistakes = variants()
+        compare_outputs(got, expected, case, variants=mistakes, **kwargs)
+        raise
+
+
 def call_learner(function: Callable, *args: Any, case: str, **kwargs: Any) -> Any:
     """Call the learner's function; an exception it raises fails the check, naming the case."""
     try:

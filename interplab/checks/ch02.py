@@ -19,8 +19,8 @@ from typing import Callable, Iterable
 import torch
 
 from interplab import patching
-from interplab.checks._core import (CheckFailed, call_learner, compare_outputs, fresh_random_model, fresh_seed,
-                                    passed, shipped_model)
+from interplab.checks._core import (CheckFailed, call_learner, compare_outputs, compare_with_lazy_variants,
+                                    fresh_random_model, fresh_seed, passed, shipped_model)
 from interplab.worlds import ioi
 
 MODEL = "ioi-2l"
@@ -78,17 +78,6 @@ def _library_blocked(exercise: str, names: Iterable[str]):
     finally:
         for name, function in saved.items():
             setattr(patching, name, function)
-
-
-def _compare(got, expected, case: str, variants: Callable[[], dict], **kwargs) -> None:
-    """``compare_outputs``, computing the known mistakes (some cost model runs) only when the answer is wrong."""
-    try:
-        compare_outputs(got, expected, case, **kwargs)
-    except CheckFailed:
-        with torch.no_grad():
-            mistakes = variants()
-        compare_outputs(got, expected, case, variants=mistakes, **kwargs)
-        raise
 
 
 def _corrupting(model, clean_tokens, corrupted_tokens, metric, graph, edges: list[str]) -> float:
@@ -220,7 +209,7 @@ def test_patch_residual(patch_residual: Callable) -> None:
                             model, corrupted_tokens, cache, f"blocks.{layer - 1}.hook_resid_pre", pos, metric)
                     return found
 
-                _compare(got, reference_patch_residual(model, corrupted_tokens, cache, layer, pos, metric),
+                compare_with_lazy_variants(got, reference_patch_residual(model, corrupted_tokens, cache, layer, pos, metric),
                          case=case, atol=1e-3, variants=variants)
                 n_cases += 1
     passed("test_patch_residual", n_cases)
@@ -309,7 +298,7 @@ def test_batched_head_patching(batched_head_patching: Callable) -> None:
                                                                "activation_patch_heads_loop"]):
             got = call_learner(batched_head_patching, counting, clean_tokens, corrupted_tokens, metric, case=where)
         model.reset_hooks()
-        _compare(got, expected, where, atol=1e-3, dims=_HEAD_DIMS, variants=lambda: _head_patching_variants(
+        compare_with_lazy_variants(got, expected, where, atol=1e-3, dims=_HEAD_DIMS, variants=lambda: _head_patching_variants(
             model, clean_tokens, corrupted_tokens, metric, expected))
         n = model.cfg.n_layers * model.cfg.n_heads
         if counting.runs > 2:
@@ -386,7 +375,7 @@ def test_direct_path_patch(direct_path_patch: Callable) -> None:
                 if not isinstance(value, (int, float)):
                     raise CheckFailed(f"{where}: sender head {layer}.{head}: return a float, got {value!r}")
                 got[layer, column] = value
-        _compare(got, expected, f"{where}: sender heads (layer, head) with head in {heads}", atol=1e-3,
+        compare_with_lazy_variants(got, expected, f"{where}: sender heads (layer, head) with head in {heads}", atol=1e-3,
                  dims=("layer", f"head ({heads})"),
                  variants=lambda: {"metric(patched run), without subtracting metric(clean run)":
                                        expected + metric(model(clean_tokens)).item(),
@@ -466,7 +455,7 @@ def test_path_patch_head_to_head(path_patch_head_to_head: Callable) -> None:
             with torch.no_grad():
                 got = call_learner(path_patch_head_to_head, model, clean_tokens, corrupted_tokens, metric, sender,
                                    receiver, channel, case=case)
-            _compare(got, want.item(), case, atol=1e-3, variants=lambda: _path_variants(
+            compare_with_lazy_variants(got, want.item(), case, atol=1e-3, variants=lambda: _path_variants(
                 model, clean_tokens, corrupted_tokens, metric, graph, sender, receiver, channel))
             n_cases += 1
     passed("test_path_patch_head_to_head", n_cases)
@@ -521,7 +510,7 @@ def test_attribution_patch_heads(attribution_patch_heads: Callable) -> None:
                                              "_grads_at"]):
             got = call_learner(attribution_patch_heads, model, clean_tokens, corrupted_tokens, metric, case=where)
         model.reset_hooks()
-        _compare(got, expected, where, atol=1e-3, dims=_HEAD_DIMS, variants=lambda: _attribution_variants(
+        compare_with_lazy_variants(got, expected, where, atol=1e-3, dims=_HEAD_DIMS, variants=lambda: _attribution_variants(
             model, clean_tokens, corrupted_tokens, metric, expected))
         n_cases += 1
     passed("test_attribution_patch_heads", n_cases)

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 
 from interplab import lenses, probes
-from interplab.checks._core import (CheckFailed, call_learner, compare_outputs, fresh_random_model, fresh_seed,
-                                    passed, shipped_model)
+from interplab.checks._core import (CheckFailed, call_learner, compare_outputs, compare_with_lazy_variants,
+                                    fresh_random_model, fresh_seed, passed, shipped_model)
 from interplab.worlds import facts
 
 MODEL = "facts-4l"
@@ -28,17 +28,6 @@ MODEL = "facts-4l"
 def _random_model_and_seed():
     seed = fresh_seed()
     return fresh_random_model(seed), seed
-
-
-def _compare(got, expected, case: str, variants: Callable[[], dict], **kwargs) -> None:
-    """``compare_outputs``, computing the known mistakes only when the answer is wrong."""
-    try:
-        compare_outputs(got, expected, case, **kwargs)
-    except CheckFailed:
-        with torch.no_grad():
-            mistakes = variants()
-        compare_outputs(got, expected, case, variants=mistakes, **kwargs)
-        raise
 
 
 def _fresh_prompts(seed: int, n: int = 6) -> facts.FactPrompts:
@@ -76,7 +65,7 @@ def test_logit_lens_decode(logit_lens_decode: Callable) -> None:
 
             if isinstance(got, torch.Tensor):
                 got = got.detach().cpu()
-            _compare(got, expected.detach().cpu(), case, variants, atol=1e-3, rtol=1e-3)
+            compare_with_lazy_variants(got, expected.detach().cpu(), case, variants, atol=1e-3, rtol=1e-3)
             n_cases += 1
     passed("test_logit_lens_decode", n_cases)
 
@@ -106,7 +95,7 @@ def test_lens_accuracy(lens_accuracy: Callable) -> None:
                     if logits.shape[1] == logits.shape[2] else torch.full((1,), -1.0)}
         if isinstance(got, torch.Tensor):
             got = got.float()
-        _compare(got, expected, case, variants, dims=("layer",))
+        compare_with_lazy_variants(got, expected, case, variants, dims=("layer",))
     passed("test_lens_accuracy", len(cases))
 
 
@@ -141,7 +130,7 @@ def test_kl_to_final(kl_to_final: Callable) -> None:
                     "KL on raw logits: apply log_softmax first": (logits[-1].softmax(-1) * (logits[-1] - logits)).sum(-1).mean(-1)}
         if isinstance(got, torch.Tensor):
             got = got.float()
-        _compare(got, expected, case, variants, atol=1e-4, dims=("layer",))
+        compare_with_lazy_variants(got, expected, case, variants, atol=1e-4, dims=("layer",))
     passed("test_kl_to_final", len(cases))
 
 
@@ -223,7 +212,7 @@ def test_project_out(project_out: Callable) -> None:
                     "only the component along the direction kept (that is what to remove)":
                         (acts @ (direction / direction.norm()))[..., None] * direction / direction.norm(),
                     "the activations unchanged": acts}
-        _compare(got, expected, case, variants, atol=1e-4, dims=None)
+        compare_with_lazy_variants(got, expected, case, variants, atol=1e-4, dims=None)
     passed("test_project_out", len(cases))
 
 
@@ -300,7 +289,7 @@ def test_restore_one(restore_one: Callable) -> None:
                             "the restoration at the position before `pos` (off by one)":
                                 _restored(model, tokens, answer_pos, answers, noise, hook_name, pos - 1)}
 
-            _compare(got, reference_restore_one(model, tokens, answer_pos, answers, noise, hook_name, pos), case,
+            compare_with_lazy_variants(got, reference_restore_one(model, tokens, answer_pos, answers, noise, hook_name, pos), case,
                      variants, atol=1e-4)
             n_cases += 1
     passed("test_restore_one", n_cases)
@@ -338,7 +327,7 @@ def test_rank_one_update(rank_one_update: Callable) -> None:
                         torch.outer(delta, torch.linalg.solve(covariance, k_star))}
         if isinstance(got, torch.Tensor):
             got = got.double()
-        _compare(got, expected, case, variants, atol=1e-6, rtol=1e-4, dims=("d_model", "d_mlp"))
+        compare_with_lazy_variants(got, expected, case, variants, atol=1e-6, rtol=1e-4, dims=("d_model", "d_mlp"))
     passed("test_rank_one_update", len(cases))
 
 
@@ -370,7 +359,7 @@ def test_next_token_entropy(next_token_entropy: Callable) -> None:
                     "the sum of p log p without the minus sign": (p * logits.log_softmax(-1)).sum(-1)}
         if isinstance(got, torch.Tensor):
             got = got.float()
-        _compare(got, expected, case, variants, atol=1e-4, dims=("row",))
+        compare_with_lazy_variants(got, expected, case, variants, atol=1e-4, dims=("row",))
     passed("test_next_token_entropy", len(cases))
 
 
@@ -448,7 +437,7 @@ def test_steering_hook(steering_hook: Callable) -> None:
                         "the first prompt's position used for every prompt":
                             shipped.run_with_hooks(prompts.tokens, fwd_hooks=[(hook_name, probes.steer_hook(
                                 direction, alpha, int(prompts.subject_last[0])))])}
-        _compare(got, expected, case, variants, atol=1e-3, rtol=1e-3, dims=("prompt", "position", "vocab"))
+        compare_with_lazy_variants(got, expected, case, variants, atol=1e-3, rtol=1e-3, dims=("prompt", "position", "vocab"))
         n_cases += 1
     passed("test_steering_hook", n_cases)
 
