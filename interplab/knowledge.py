@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
+from interplab._device import model_device
+
 COMPONENT_HOOKS: dict[str, str] = {
     "resid": "blocks.{layer}.hook_resid_post",
     "mlp": "blocks.{layer}.hook_mlp_out",
@@ -44,10 +46,6 @@ Prompts = Union[Sequence[str], Int[torch.Tensor, "batch seq"], tuple[torch.Tenso
 # ---------------------------------------------------------------------------------------------
 # prompt handling
 # ---------------------------------------------------------------------------------------------
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
 
 def encode_prompts(model, prompts: Prompts) -> tuple[Int[torch.Tensor, "batch seq"], Int[torch.Tensor, " batch"]]:
     """``(tokens, answer_positions)``: strings are tokenized one by one (``<bos>`` first) and right-padded;
@@ -235,7 +233,7 @@ def causal_trace(
     subject_mask = _as_mask(subject_positions, tokens, "subject_positions")
     if not subject_mask.any(-1).all():
         raise ValueError("every prompt needs at least one subject position to corrupt")
-    device = _device(model)
+    device = model_device(model)
     n_layers = model.cfg.n_layers
     tokens_d, answers_d, pos_d = tokens.to(device), answers.to(device), answer_pos.to(device)
 
@@ -298,7 +296,7 @@ def causal_trace_loop(model, prompts: Prompts, subject_positions, answer_ids, co
     batch, seq = tokens.shape
     answers = torch.as_tensor(answer_ids).long().flatten()
     subject_mask = _as_mask(subject_positions, tokens, "subject_positions")
-    device = _device(model)
+    device = model_device(model)
     tokens_d, answers_d, pos_d = tokens.to(device), answers.to(device), answer_pos.to(device)
     names = [EMBED_HOOK] + [COMPONENT_HOOKS[c].format(layer=l) for c in components for l in range(model.cfg.n_layers)]
     logits, cache = model.run_with_cache(tokens_d, names_filter=lambda name: name in names)
@@ -413,7 +411,7 @@ def mlp_key_covariance(model, layer: int, tokens: Int[torch.Tensor, "batch seq"]
         raise ValueError(f"mask must match tokens {list(tokens.shape)}; got {list(mask.shape)}")
     name = KEY_HOOK.format(layer=layer)
     total, count = None, 0
-    device = _device(model)
+    device = model_device(model)
     for start in range(0, tokens.shape[0], batch_size):
         chunk = tokens[start:start + batch_size].to(device)
         _, cache = model.run_with_cache(chunk, names_filter=lambda n: n == name)
@@ -476,7 +474,7 @@ def rome_edit(
     tokens, answer_pos = encode_prompts(model, prompts)
     subject_pos = subject_last_positions(model, tokens, subject)
     target_id = _single_token(model, target)
-    device = _device(model)
+    device = model_device(model)
     tokens, answer_pos, subject_pos = tokens.to(device), answer_pos.to(device), subject_pos.to(device)
     key_name, out_name = KEY_HOOK.format(layer=layer), COMPONENT_HOOKS["mlp"].format(layer=layer)
     with torch.no_grad():
@@ -543,7 +541,7 @@ def finetune_edit(
     _check_layer(model, layer)
     tokens, answer_pos = encode_prompts(model, prompts)
     target_id = _single_token(model, target)
-    device = _device(model)
+    device = model_device(model)
     tokens, answer_pos = tokens.to(device), answer_pos.to(device)
     params = _mlp_parameters(model, layer)
     original = {n: p.detach().clone() for n, p in params.items()}
@@ -577,7 +575,7 @@ def finetune_edit(
 def top1(model, prompts: Prompts) -> Int[torch.Tensor, " batch"]:
     """The top next-token prediction at each prompt's answer position (CPU)."""
     tokens, positions = encode_prompts(model, prompts)
-    device = _device(model)
+    device = model_device(model)
     logits = model(tokens.to(device))
     return logits[torch.arange(tokens.shape[0], device=device), positions.to(device)].argmax(-1).cpu()
 

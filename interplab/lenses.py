@@ -33,6 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
 
+from interplab._device import model_device
+
 Tokens = Int[torch.Tensor, "batch seq"]
 Positions = Union[None, int, Sequence[int], Int[torch.Tensor, " batch"], Int[torch.Tensor, "batch k"]]
 
@@ -52,10 +54,6 @@ def lens_layer_labels(model_or_n_layers) -> list[str]:
     """``["embed", "L0", ..., "L{n-1}"]``: label ``i`` is the residual after ``i`` blocks (``"L3"`` = after block 3)."""
     n_layers = model_or_n_layers if isinstance(model_or_n_layers, int) else model_or_n_layers.cfg.n_layers
     return ["embed"] + [f"L{layer}" for layer in range(n_layers)]
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _select_positions(act: Float[torch.Tensor, "batch seq d"], positions: Positions) -> Float[torch.Tensor, "batch k d"]:
@@ -104,7 +102,7 @@ def residual_stack(model, tokens_or_cache: Tokens | ActivationCache, positions: 
         tokens = _check_tokens(model, tokens_or_cache)
         wanted = set(names)
         with torch.no_grad():
-            _, cache = model.run_with_cache(tokens.to(_device(model)), names_filter=lambda name: name in wanted)
+            _, cache = model.run_with_cache(tokens.to(model_device(model)), names_filter=lambda name: name in wanted)
         acts = [cache[name] for name in names]
     if acts[0].shape[-1] != model.cfg.d_model:
         raise ValueError(f"the cache's residuals have width {acts[0].shape[-1]} but the model's d_model is "
@@ -129,7 +127,7 @@ def decode_residual(model, resid: Float[torch.Tensor, "... d_model"]) -> Float[t
     if resid.shape[-1] != model.cfg.d_model:
         raise ValueError(f"residual width {resid.shape[-1]} does not match the model's d_model {model.cfg.d_model}")
     shape = resid.shape
-    flat = resid.reshape(-1, 1, shape[-1]).to(_device(model))
+    flat = resid.reshape(-1, 1, shape[-1]).to(model_device(model))
     return model.unembed(model.ln_final(flat)).reshape(*shape[:-1], -1)
 
 
@@ -173,7 +171,7 @@ class TunedLens(nn.Module):
 
         ``model_name`` (e.g. ``"facts-4l"``) is saved with the lens and quoted in mismatch errors.
         """
-        return cls(model.cfg.d_model, model.cfg.n_layers, model_name).to(_device(model))
+        return cls(model.cfg.d_model, model.cfg.n_layers, model_name).to(model_device(model))
 
     def check_model(self, model) -> None:
         """Raise a ValueError that says what differs when this lens was not made for ``model``'s shape."""
@@ -227,7 +225,7 @@ class TunedLens(nn.Module):
         lens.load_state_dict(load_file(str(folder / LENS_FILE)))
         if model is not None:
             lens.check_model(model)
-            lens = lens.to(_device(model))
+            lens = lens.to(model_device(model))
         return lens
 
 
@@ -249,7 +247,7 @@ def _flat_residuals(model, token_batches: list[Tokens], skip_first: int, pad_tok
         if pad_token_id is not None:
             keep &= tokens.cpu() != pad_token_id
         if keep.any():
-            chunks.append(residual_stack(model, tokens)[:, keep.to(_device(model))])
+            chunks.append(residual_stack(model, tokens)[:, keep.to(model_device(model))])
     if not chunks:
         raise ValueError(f"no positions left after skipping the first {skip_first} and padding ({pad_token_id}); "
                          f"pass longer sequences or a smaller skip_first")
@@ -281,30 +279,26 @@ def train_tuned_lens(model, token_batches: Tokens | Iterable[Tokens], steps: int
     batches = _token_batches(token_batches)
     lens = TunedLens.for_model(model, model_name)
     resid = _flat_residuals(model, batches, skip_first, pad_token_id, progress)
+    n_tokens = resid.shape[1]
     generator = torch.Generator().manual_seed(seed)
     params = list(lens.parameters())
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
     bar = tqdm(range(steps), desc="training tuned lens", leave=False, disable=not progress, mininterval=0.5)
     with torch.enable_grad():  # notebooks often switch gradients off globally; the translators still need them
-        _fit_translators(model, lens, resid, params, optimizer, schedule, bar, batch_size, generator)
+        for _ in bar:
+            rows = torch.randint(n_tokens, (min(batch_size, n_tokens),), generator=generator).to(resid.device)
+            with torch.no_grad():  # recomputed per step: caching [tokens, vocab] would not fit a real vocabulary
+                final_logits = decode_residual(model, resid[-1, rows])
+            lens_logits = decode_residual(model, lens.translate(resid[:-1, rows]))
+            loss = _kl_final_to_lens(final_logits, lens_logits).mean(-1).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=params)
+            optimizer.step()
+            schedule.step()
+            bar.set_postfix(kl_sum=f"{loss.item():.3f}", refresh=False)
     lens.eval()
     return lens
-
-
-def _fit_translators(model, lens, resid, params, optimizer, schedule, bar, batch_size, generator) -> None:
-    n_tokens = resid.shape[1]
-    for _ in bar:
-        rows = torch.randint(n_tokens, (min(batch_size, n_tokens),), generator=generator).to(resid.device)
-        with torch.no_grad():  # recomputed per step: caching [tokens, vocab] would not fit a real vocabulary
-            final_logits = decode_residual(model, resid[-1, rows])
-        lens_logits = decode_residual(model, lens.translate(resid[:-1, rows]))
-        loss = _kl_final_to_lens(final_logits, lens_logits).mean(-1).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        optimizer.step()
-        schedule.step()
-        bar.set_postfix(kl_sum=f"{loss.item():.3f}", refresh=False)
 
 
 # ---------------------------------------------------------------- comparing lenses

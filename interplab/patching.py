@@ -32,6 +32,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
+from interplab._device import model_device
+
 Metric = Callable[[Float[torch.Tensor, "batch seq vocab"]], Float[torch.Tensor, ""]]
 Tokens = Int[torch.Tensor, "batch seq"]
 CHANNELS = ("q", "k", "v")
@@ -225,7 +227,7 @@ def _shortcut_works(model) -> bool:
     if architecture not in _SHORTCUT_WORKS:
         seq = min(8, model.cfg.n_ctx)
         tokens = torch.randint(0, model.cfg.d_vocab, (2, seq), generator=torch.Generator().manual_seed(0))
-        tokens = tokens.to(next(model.parameters()).device)
+        tokens = tokens.to(model_device(model))
         with torch.no_grad():
             full = model(tokens)[:, [seq - 1]]
             short = _finish_last_block(model, *_run_and_capture_last_block(model, tokens, [], [seq - 1]))

@@ -27,6 +27,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
+from interplab._device import model_device
+
 Tokens = Int[torch.Tensor, "batch seq"]
 Labels = Union[Int[torch.Tensor, " n"], Bool[torch.Tensor, " n"], Sequence[int]]
 PromptPositions = Union[None, int, Int[torch.Tensor, " batch"], Sequence[int]]
@@ -37,10 +39,6 @@ Hook = tuple[str, Callable]
 
 class _Captured(Exception):
     """Raised from a hook once every requested activation is captured: the rest of the pass is not needed."""
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _prompt_positions(positions: PromptPositions, batch: int, seq: int) -> torch.Tensor | int | None:
@@ -92,7 +90,7 @@ def collect_activations(model, tokens: Tokens, hook_names: str | Sequence[str], 
     starts = list(range(0, batch, batch_size))
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in tqdm(starts, desc="collecting activations", leave=False, disable=not progress or len(starts) < 3):
-        chunk = tokens[start:start + batch_size].to(_device(model))
+        chunk = tokens[start:start + batch_size].to(model_device(model))
         chunk_positions = where[start:start + batch_size] if isinstance(where, torch.Tensor) else where
         captured: dict[str, torch.Tensor] = {}
 
