@@ -130,6 +130,13 @@ def test_next_token_entropy_checker():
     with pytest.raises(CheckFailed, match="sign flipped|without the minus"):
         ch03.test_next_token_entropy(lambda logits: -ch03.reference_next_token_entropy(logits))
 
+    def softmax_over_the_batch(logits):
+        p = logits.softmax(0)
+        return -(p * p.log()).sum(-1)
+
+    with pytest.raises(CheckFailed, match="batch axis"):
+        ch03.test_next_token_entropy(softmax_over_the_batch)
+
 
 def test_auroc_checker():
     ch03.test_auroc(ch03.reference_auroc)

@@ -356,7 +356,9 @@ def test_next_token_entropy(next_token_entropy: Callable) -> None:
                     "the entropy of the raw logits, not of the softmax": -(logits * logits.clamp(min=1e-9).log()).sum(-1),
                     "the negative entropy (a sign flipped)": -expected,
                     "the mean over the batch, not one value per row": expected.mean().expand(len(expected)),
-                    "the sum of p log p without the minus sign": (p * logits.log_softmax(-1)).sum(-1)}
+                    "the sum of p log p without the minus sign": (p * logits.log_softmax(-1)).sum(-1),
+                    "the softmax taken over the batch axis (dim 0), not over the vocabulary (dim -1)":
+                        -(logits.softmax(0) * logits.log_softmax(0)).sum(-1)}
         if isinstance(got, torch.Tensor):
             got = got.float()
         compare_with_lazy_variants(got, expected, case, variants, atol=1e-4, dims=("row",))
