@@ -97,19 +97,22 @@ def diagnose_mismatch(got: Any, expected: Any, variants: Variants = None,
     """
     if callable(variants):
         variants = variants()
+    matched = []  # on some inputs two mistakes give the same value: name each, not whichever comes first
     for description, value in (variants or {}).items():
         if isinstance(value, torch.Tensor) and isinstance(got, torch.Tensor):
             if _close(got, value, atol, rtol):
-                return description
+                matched.append(description)
         elif isinstance(value, (int, float)) and isinstance(got, (int, float)) and not isinstance(value, bool):
             if math.isclose(got, value, abs_tol=atol, rel_tol=rtol):
-                return description
+                matched.append(description)
         elif not isinstance(value, torch.Tensor) and not isinstance(got, torch.Tensor):
             try:
                 if got == value:
-                    return description
+                    matched.append(description)
             except Exception:  # values that cannot be compared are simply not this mistake
                 continue
+    if matched:
+        return "; or ".join(matched)
     if isinstance(expected, (int, float)) and isinstance(got, (int, float)):
         got, expected = torch.tensor(float(got)), torch.tensor(float(expected))
     if not (isinstance(got, torch.Tensor) and isinstance(expected, torch.Tensor)):
