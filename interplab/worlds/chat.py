@@ -264,6 +264,20 @@ class ChatPrompts:
                        lie_instructed=bool(self.lie_instructed[i]), verb=self.verbs[i], obj=self.objects[i],
                        expected=self.expected[i])
 
+    def with_responses(self, responses: Sequence[Sequence[int] | str]
+                       ) -> tuple[Int[torch.Tensor, "batch seq"], Int[torch.Tensor, " batch"]]:
+        """``(tokens, lengths)`` of each prompt followed by its response (ids or text), right-padded: for reading
+        activations on generated or teacher-forced answers, e.g. ``[f"the {o} is" for o in prompts.objects]`` puts
+        the position that predicts the colour at ``last + 3``."""
+        if len(responses) != len(self):
+            raise ValueError(f"{len(responses)} responses for {len(self)} prompts; pass one response per prompt")
+        rows = [self.tokens[i, :int(self.lengths[i])].tolist()
+                + (encode(r) if isinstance(r, str) else [int(t) for t in r]) for i, r in enumerate(responses)]
+        tokens = torch.full((len(rows), max(len(r) for r in rows)), PAD_ID)
+        for i, row in enumerate(rows):
+            tokens[i, :len(row)] = torch.tensor(row)
+        return tokens, torch.tensor([len(r) for r in rows])
+
     def subset(self, mask: Bool[torch.Tensor, " batch"] | Sequence[int]) -> "ChatPrompts":
         index = mask.nonzero().flatten() if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool \
             else torch.as_tensor(mask, dtype=torch.long)
