@@ -141,7 +141,8 @@ def test_addition_changes_only_its_positions(model, window):
 
 
 def test_generation_runs_with_steering_hooks():
-    generate = pytest.importorskip("interplab.generation").generate
+    from interplab.generation import generate
+
     model = build_random_model("gemma", n_layers=1)
     tokens, lengths = _tokens(model, batch=3, seq=5), torch.tensor([3, 5, 4])
     plain = generate(model, (tokens, lengths), max_new_tokens=4, stop_token=None)
