@@ -110,8 +110,9 @@ def generate(model, prompts: PromptBatch, max_new_tokens: int = 24, temperature:
                 live = ~done
                 buffer[rows[live], position[live] + 1] = chosen[live]
                 position[live] += 1
+                chosen_ids = chosen.tolist()  # one transfer per step, not one per row
                 for i in rows[live].tolist():
-                    responses[i].append(int(chosen[i]))
+                    responses[i].append(chosen_ids[i])
                 if stop_token is not None:
                     done |= live & (chosen == stop_token)
     finally:
