@@ -4,8 +4,9 @@
 
 Directions are differences of means (harmful - benign task requests, last prompt token, train pairs); one
 is selected per ablation kind the way Arditi et al. do (``steering.select_refusal_direction`` on a separate
-set of train-pair prompts with fresh fillers), then everything is measured on held-out (verb, object) pairs
-by greedy generation:
+set of train-pair prompts with fresh fillers, the benign side joined by capability prompts, whose mean
+components are the affine offsets), then everything is measured on held-out (verb, object) pairs by greedy
+generation:
   - refusal on held-out harmful requests, base -> direction ablated (projection and affine);
   - help on held-out benign requests and capability accuracy (colour, repeat, add), base -> ablated;
   - random directions of the same norm: ablated (projection, affine) and added;
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
           f"benign refusal {base['benign refusal']:.3f} | capability {base['capability']:.3f}")
 
     # ------------------------------------------------------------------ directions and selection
-    sel_harm, sel_benign = select_tasks.subset(select_tasks.harmful), select_tasks.subset(~select_tasks.harmful)
+    # benign for selection = benign requests and capability prompts (fresh seeds): the affine offsets are their
+    # mean components, and the KL filter watches both
+    sel_harm = select_tasks.subset(select_tasks.harmful)
+    sel_benign = chat.ChatPrompts.concat([select_tasks.subset(~select_tasks.harmful),
+                                          chat.capability_prompts(30 if args.quick else 120, seed=4)])
     directions = steering.mean_difference_directions(
         model, train_tasks.tokens[train_tasks.harmful], train_tasks.tokens[~train_tasks.harmful],
         train_tasks.last[train_tasks.harmful], train_tasks.last[~train_tasks.harmful])
