@@ -14,6 +14,11 @@ evaluated on held-out sequences:
 Targets from the issue (TopK run): EV >= 0.95 at L0 <= 16, CE increase <= 0.05 nats, CE recovered
 (mean ablation) >= 0.90, dead <= 5%, >= 90% of the probe-readable variables recovered at AUROC >= 0.95,
 throughput ratio >= 0.5. ``--quick`` runs every step on a tiny setting (numbers meaningless).
+
+    python benchmarks/saes.py --world facts --width 128 --steps 600 --batch 1024
+
+runs the same two architectures on ``facts-4l`` at the last subject token (trained templates for
+training, held-out templates for evaluation), where the variables are the subject's attribute values.
 """
 from __future__ import annotations
 
@@ -53,8 +58,44 @@ def _throughput(d_in: int, width: int, k: int, batch: int, steps: int, rounds: i
     return tokens / sae_s, tokens / bare_s
 
 
+def facts_world(args, progress: bool) -> int:
+    """``--world facts``: SAEs at the last subject token of ``facts-4l``; variables = the subject's attribute values."""
+    from interplab import saes
+    from interplab.sae_variables import facts_subject_mask, facts_variables
+    from interplab.worlds import facts
+    from interplab.zoo import load_model
+
+    model = load_model("facts-4l")
+    known, unknown = list(facts.KNOWN_SUBJECTS), list(facts.UNKNOWN_SUBJECTS)
+    if args.quick:
+        known, unknown = known[:30], unknown[:10]
+    train = facts.all_prompts(known + unknown)
+    held_out = facts.all_prompts(known, held_out=True)
+    cache = saes.cache_activations(model, train.tokens, args.hook, positions=facts_subject_mask(train),
+                                   model_name="facts-4l", progress=False)
+    test = saes.cache_activations(model, held_out.tokens, args.hook, positions=facts_subject_mask(held_out),
+                                  model_name="facts-4l", progress=False)
+    variables = facts_variables(test, held_out)
+    print(f"facts-4l at {args.hook}, last subject token: {len(cache):,} training rows "
+          f"({torch.unique(cache.acts, dim=0).shape[0]} distinct), {len(test):,} held-out-template rows")
+    print(f"  linear probe ceiling: {_families(saes.probe_ceiling(test, variables))}")
+    print(f"  best raw dimension (either sign): {_families(saes.raw_dimension_baseline(test, variables))}")
+    for arch, settings in (("topk", dict(architecture="topk", k=args.k)),
+                           ("standard", dict(architecture="standard", l1_coefficient=args.l1))):
+        trained = saes.train_sae(cache, d_sae=args.width, steps=args.steps, batch_size=args.batch, progress=progress,
+                                 **settings)
+        metrics = saes.reconstruction_metrics(trained.sae, test)
+        recovery = saes.variable_recovery(saes.encode_all(trained.sae, test), variables, progress=False)
+        print(f"{arch} SAE, width {args.width}, {args.steps} steps x {args.batch}: L0 {metrics.l0:.1f} | explained "
+              f"variance {metrics.explained_variance:.3f} | dead {metrics.dead_fraction:.1%}")
+        print(f"  variables recovered by one latent: {_families(recovery)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", choices=("induction", "facts"), default="induction",
+                        help="facts: facts-4l at the last subject token instead (set --width/--steps/--batch to fit)")
     parser.add_argument("--model", default="attn2-induction")
     parser.add_argument("--hook", default="blocks.1.hook_resid_pre")
     parser.add_argument("--sequences", type=int, default=12500, help="training sequences (40 tokens each)")
@@ -74,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny setting that runs every step in seconds")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sequences, args.eval_sequences, args.ce_sequences = 200, 100, 40
+        args.sequences, args.eval_sequences, args.ce_sequences = 150, 60, 20
         args.width, args.steps, args.batch, args.frontier_steps, args.throughput_steps = 64, 30, 256, 10, 3
         args.frontier_k, args.frontier_l1 = "4", "3.0"
     torch.set_num_threads(args.threads)
     progress = not args.quick
+    if args.world == "facts":
+        return facts_world(args, progress)
 
     from interplab import saes
     from interplab.sae_variables import induction_variables

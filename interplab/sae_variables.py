@@ -59,4 +59,39 @@ def induction_variables(cache: ActivationCache, repeated: Bool[torch.Tensor, "ba
     return variables
 
 
-__all__ = ["induction_variables"]
+def facts_variables(cache: ActivationCache, prompts) -> list[Variable]:
+    """Variables of the facts world (``facts-4l``): what the model should know about the subject.
+
+    For a cache taken at each prompt's last subject token (``positions=prompts.subject_last ==
+    position``, see :func:`facts_subject_mask`) of :class:`~interplab.worlds.facts.FactPrompts`:
+
+    - one family per relation (``city``, ``job``, ...; 10 values each): the subject's object for that
+      relation is o, over the rows whose subject is known (it has facts);
+    - ``subject`` (one per known subject): the subject is s. Finer than its attributes: an SAE that
+      learns one latent per subject recovers these and may leave the attribute values to combinations.
+    """
+    from interplab.worlds import facts
+
+    if len(prompts.subjects) != cache.tokens.shape[0]:
+        raise ValueError(f"the cache holds {cache.tokens.shape[0]} prompts but {len(prompts.subjects)} were given: "
+                         f"pass the FactPrompts the cache was built from")
+    index = {s: i for i, s in enumerate(facts.KNOWN_SUBJECTS)}
+    subject = torch.tensor([index.get(s, -1) for s in prompts.subjects])[cache.prompt]
+    known = subject >= 0
+    values = facts.FACTS[subject.clamp_min(0)]  # [n, relations]
+    variables: list[Variable] = []
+    for r, relation in enumerate(facts.RELATIONS):
+        for o, word in enumerate(facts.OBJECTS[r]):
+            _keep(variables, f"{relation} = {word}", relation, known & (values[:, r] == o), known)
+    for s, name in enumerate(facts.KNOWN_SUBJECTS):
+        _keep(variables, f"subject = {name}", "subject", subject == s, None)
+    return variables
+
+
+def facts_subject_mask(prompts) -> Bool[torch.Tensor, "batch seq"]:
+    """True at each prompt's last subject token: the position filter for :func:`facts_variables`' cache."""
+    position = torch.arange(prompts.tokens.shape[1])
+    return position[None] == prompts.subject_last[:, None]
+
+
+__all__ = ["facts_subject_mask", "facts_variables", "induction_variables"]

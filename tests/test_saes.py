@@ -318,3 +318,27 @@ def test_bad_input(induction_model, data, tmp_path):
     with pytest.raises(ValueError, match="build variables from the same cache"):
         saes.variable_recovery(torch.rand(10, 4), [saes.Variable("x", "f", torch.ones(11, dtype=torch.bool))],
                                progress=False)
+
+
+def test_facts_variables_follow_the_world():
+    from interplab.sae_variables import facts_subject_mask, facts_variables
+    from interplab.worlds import facts
+
+    prompts = facts.all_prompts(list(facts.KNOWN_SUBJECTS[:12]) + list(facts.UNKNOWN_SUBJECTS[:3]))
+    mask = facts_subject_mask(prompts)
+    prompt, position = mask.nonzero(as_tuple=True)
+    assert torch.equal(position, prompts.subject_last[prompt])
+    cache = saes.ActivationCache(acts=torch.zeros(len(prompt), 4), hook_name=HOOK, tokens=prompts.tokens,
+                                 prompt=prompt, position=position)
+    variables = {v.name: v for v in facts_variables(cache, prompts)}
+    subject = facts.KNOWN_SUBJECTS[2]
+    city = facts.obj(2, 0)
+    v = variables[f"city = {city}"]
+    rows = [i for i, p in enumerate(prompt.tolist()) if prompts.subjects[p] == subject]
+    assert v.labels[rows].all() and v.family == "city"
+    unknown_rows = [i for i, p in enumerate(prompt.tolist()) if prompts.subjects[p] in facts.UNKNOWN_SUBJECTS]
+    assert not v.population[unknown_rows].any()  # unknown subjects have no city: outside the population
+    assert variables[f"subject = {subject}"].labels.sum() == len(rows)
+    assert "subject = " + facts.UNKNOWN_SUBJECTS[0] not in variables
+    with pytest.raises(ValueError, match="FactPrompts the cache was built from"):
+        facts_variables(cache, facts.all_prompts(facts.KNOWN_SUBJECTS[:1]))
