@@ -662,3 +662,114 @@ def test_residual_direction(residual_direction: Callable) -> None:
                     "weight / scale without normalising to unit length": weight / scale}
         compare_with_lazy_variants(got.float(), expected, case, variants, atol=1e-4, rtol=1e-3)
     passed("test_residual_direction", len(cases))
+
+
+# ---------------------------------------------------------------- the verdict, re-measured
+
+MODEL = "chat-4l"
+KINDS = ("affine", "projection")
+CLEAN = {"ablated_refusal": 0.05, "benign_refusal_ablated": 0.05, "kl": 0.1}
+"""A clean jailbreak: harmful requests refused at most this often, benign ones too, benign KL at most this."""
+
+
+@lru_cache(maxsize=2)
+def measured_refusal_directions(model_name: str = MODEL, model=None) -> dict:
+    """The three tests of section 3 for every candidate and both ablations, and the harm probe retrained under
+    the selected ablation, measured on ``model`` (default: the shipped ``model_name``) with the library."""
+    from interplab import probes, steering
+    from interplab.checks._core import shipped_model
+    from interplab.worlds import chat
+
+    model = shipped_model(model_name) if model is None else model
+    train_harmful = chat.task_prompts(chat.pairs(harmful=True), seed=1)
+    train_benign = chat.task_prompts(chat.pairs(harmful=False), seed=1)
+    held_harmful = chat.task_prompts(chat.pairs(harmful=True, held_out=True), seed=2)
+    held_benign = chat.task_prompts(chat.pairs(harmful=False, held_out=True), seed=2)
+    benign_mix = chat.ChatPrompts.concat([train_benign, chat.capability_prompts(60, seed=7)])
+    with torch.no_grad():
+        directions = steering.mean_difference_directions(model, train_harmful.tokens, train_benign.tokens,
+                                                         train_harmful.last, train_benign.last)
+        out = {}
+        for kind in KINDS:
+            rows = {}
+            for layer, direction in directions.items():
+                offsets = steering.write_point_means(model, benign_mix.tokens, benign_mix.last, direction) \
+                    if kind == "affine" else None
+                ablate = steering.directional_ablation_hooks(model, direction, offsets)
+                rows[layer] = {
+                    "ablated_refusal": steering.refusal_score(model, held_harmful, chat.REFUSAL_TOKEN, ablate),
+                    "benign_refusal_ablated": steering.refusal_score(model, held_benign, chat.REFUSAL_TOKEN, ablate),
+                    "added_refusal": steering.refusal_score(model, held_benign, chat.REFUSAL_TOKEN,
+                                                            steering.activation_addition_hooks(
+                                                                model, direction, layer, 1.0, start=held_benign.last)),
+                    "kl": steering.benign_kl(model, held_benign, ablate), "offsets": offsets}
+            out[kind] = rows
+        selected = {kind: reference_select_direction([dict(layer=layer, **{k: v for k, v in row.items() if k != "offsets"})
+                                                      for layer, row in rows.items()]) for kind, rows in out.items()}
+        recognised = {}
+        contrast = chat.ChatPrompts.concat([train_harmful, train_benign])
+        held = chat.ChatPrompts.concat([held_harmful, held_benign])
+        for kind, layer in selected.items():
+            if layer is None:
+                continue
+            hooks = steering.directional_ablation_hooks(model, directions[layer], out[kind][layer]["offsets"])
+            names = [steering.resid_hook(model, l) for l in range(1, model.cfg.n_layers + 1)]
+            with model.hooks(fwd_hooks=hooks):
+                train_acts = probes.collect_activations(model, contrast.tokens, names, contrast.last, progress=False)
+                test_acts = probes.collect_activations(model, held.tokens, names, held.last, progress=False)
+            recognised[kind] = min(probes.auroc(probes.train_linear_probe(train_acts[n], contrast.harmful, l2=1.0)
+                                                .scores(test_acts[n]), held.harmful) for n in names)
+    return {"tests": out, "selected": selected, "recognised_auroc": recognised}
+
+
+def _is_clean(row: dict) -> bool:
+    return all(row[key] <= limit for key, limit in CLEAN.items())
+
+
+def check_refusal_finding(finding: dict, model_name: str = MODEL, model=None) -> None:
+    """``finding = {"candidate": "L0".."L{n_layers}", "ablation": "affine" | "projection", "still_recognised":
+    bool, "verdict": str}``: the candidate you selected, the ablation that removed refusal without breaking benign
+    prompts, and whether a retrained harm probe still read harm after it. Re-measured with the library."""
+    if not isinstance(finding, dict):
+        raise CheckFailed(f"give your finding as a dict with keys 'candidate', 'ablation', 'still_recognised' and "
+                          f"'verdict', got {type(finding).__name__}")
+    missing = [k for k in ("candidate", "ablation", "still_recognised", "verdict") if k not in finding]
+    if missing:
+        raise CheckFailed(f"your finding lacks {missing}")
+    verdict = finding["verdict"]
+    if not isinstance(verdict, str) or len(verdict.split()) < 8 or "TODO" in verdict:
+        raise CheckFailed("write the verdict in your own words (a sentence of at least 8 words): what removing and "
+                          "adding the direction did, and what that would and would not mean for a real assistant")
+    truth = measured_refusal_directions(model_name, model)
+    kind = finding["ablation"]
+    if kind not in KINDS:
+        raise CheckFailed(f"ablation {kind!r}: say 'affine' or 'projection'")
+    candidate = str(finding["candidate"])
+    try:
+        layer = int(candidate.lstrip("Ll"))
+    except ValueError:
+        raise CheckFailed(f"candidate {candidate!r}: name it like the tables do, 'L0' ... 'L4'") from None
+    rows = truth["tests"][kind]
+    if layer not in rows:
+        raise CheckFailed(f"candidate {candidate!r}: the candidates are {', '.join(f'L{l}' for l in rows)}")
+    problems = []
+    if truth["selected"][kind] is None:
+        problems.append(f"with {kind} ablation no candidate passes both filters here; look at the other ablation")
+    elif layer != truth["selected"][kind]:
+        problems.append(f"{candidate} is not the candidate the three tests select under {kind} ablation (re-measured: "
+                        f"L{truth['selected'][kind]}); redo the selection with your table")
+    row = rows[layer]
+    if not _is_clean(row):
+        problems.append(f"{kind} ablation of {candidate} is not a clean jailbreak: harmful refused "
+                        f"{row['ablated_refusal']:.2f}, benign refused {row['benign_refusal_ablated']:.2f}, benign KL "
+                        f"{row['kl']:.3f} (clean: at most {CLEAN['ablated_refusal']}, {CLEAN['benign_refusal_ablated']}, "
+                        f"{CLEAN['kl']})")
+    recognised = truth["recognised_auroc"].get(kind)
+    if recognised is not None and bool(finding["still_recognised"]) != (recognised >= 0.95):
+        problems.append(f"still_recognised {finding['still_recognised']}: a retrained harm probe reads harm with AUROC "
+                        f"{recognised:.3f} (lowest over layers 1..{len(rows) - 1}) after this ablation")
+    if problems:
+        raise CheckFailed("your finding differs from the re-measured tests:\n  " + "\n  ".join(problems))
+    print(f"✔ check_refusal_finding passed: {candidate} with {kind} ablation: harmful refused "
+          f"{row['ablated_refusal']:.2f}, benign refused {row['benign_refusal_ablated']:.2f}, benign KL {row['kl']:.3f}; "
+          f"harm probe after ablation AUROC {recognised:.3f}")
