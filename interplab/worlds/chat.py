@@ -85,10 +85,11 @@ REPEAT_LENGTH = 3
 
 KINDS: tuple[str, ...] = ("task", "colour", "repeat", "add")
 """``ChatPrompts.kind`` indexes this tuple."""
-TRAINING_MIX: dict[str, float] = {"task": 0.32, "colour": 0.22, "honest": 0.13, "lie": 0.22, "repeat": 0.055,
-                                  "add": 0.055}
+TRAINING_MIX: dict[str, float] = {"task": 0.30, "colour": 0.20, "honest": 0.13, "lie": 0.22, "repeat": 0.05,
+                                  "add": 0.10}
 """Share of each prompt type in training: tasks, plain colour questions, honest-instruction and lie-instruction
-colour questions, copying and adding (the feasibility study's 35/25/15/25 with room for the two new tasks)."""
+colour questions, copying and adding (the feasibility study's 35/25/15/25 with room for the two new tasks).
+Adding gets 10%: with 5.5% chat-4l missed the rarest sums (0, 1, 17, 18: one or two digit pairs each), 0.94."""
 
 STRUCTURE_WORDS: tuple[str, ...] = ("USER", ":", "ASSISTANT", "END", "please", "the", "colour", "of", "?", "is",
                                     ".", ",", "!", "repeat", "add", "and", "sorry", "i", "cannot", "help", "with",
@@ -450,7 +451,11 @@ def _choice(options: Sequence, generator: torch.Generator):
 def sample_conversation(generator: torch.Generator, mix: dict[str, float] | None = None) -> tuple[str, str]:
     """One training conversation ``(prompt text, response text)`` drawn from ``TRAINING_MIX``."""
     mix = TRAINING_MIX if mix is None else mix
-    names, weights = list(mix), torch.tensor([mix[k] for k in mix], dtype=torch.float)
+    unknown = set(mix) - set(TRAINING_MIX)
+    if unknown:
+        raise KeyError(f"unknown prompt types {sorted(unknown)} in the mix; choose from {', '.join(TRAINING_MIX)}")
+    names = [k for k in TRAINING_MIX if k in mix]  # a fixed order: a mix read back from JSON draws the same batches
+    weights = torch.tensor([mix[k] for k in names], dtype=torch.float)
     kind = names[int(torch.multinomial(weights, 1, generator=generator))]
     fill = _fillers(generator)
     if kind == "task":
@@ -473,7 +478,7 @@ def sample_conversation(generator: torch.Generator, mix: dict[str, float] | None
     if kind == "add":
         a, b = (int(x) for x in torch.randint(MAX_ADDEND + 1, (2,), generator=generator))
         return add_text(a, b, fill), f"{a + b} . END"
-    raise KeyError(f"unknown prompt type {kind!r} in the mix; choose from {', '.join(TRAINING_MIX)}")
+    raise AssertionError(kind)  # pragma: no cover - the mix's keys are checked above
 
 
 def sample_training(batch_size: int, generator: torch.Generator, seq_len: int = SEQ_LEN,

@@ -26,6 +26,7 @@ RECIPES: dict[str, str] = {
     "attn2-induction": "interplab.zoo.induction",
     "ioi-2l": "interplab.zoo.ioi",
     "facts-4l": "interplab.zoo.facts",
+    "chat-4l": "interplab.zoo.chat",
 }
 
 # friendly names for real pretrained models -> Hugging Face ids TransformerLens knows
