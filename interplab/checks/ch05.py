@@ -10,7 +10,7 @@ where the raw one belongs, the steering vector added at one position only, a for
 into the residual stream, every hook closing over the last offset, the KL the wrong way round,
 a filter skipped in the selection, the offset written into the weights instead of the bias, a
 threshold set on the test negatives, a probe direction read in standardised units) the message
-says which.
+says which. ``check_refusal_finding`` re-measures the learner's stated refusal direction on the shipped model.
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from typing import Callable
 
 import torch
 
+from interplab import probes, steering
 from interplab.checks._core import (CheckFailed, call_learner, compare_outputs, compare_with_lazy_variants,
-                                    fresh_random_model, fresh_seed, passed)
+                                    fresh_random_model, fresh_seed, passed, shipped_model)
+from interplab.worlds import chat
 
 
 @lru_cache(maxsize=1)
@@ -676,10 +678,6 @@ CLEAN = {"ablated_refusal": 0.05, "benign_refusal_ablated": 0.05, "kl": 0.1}
 def measured_refusal_directions(model_name: str = MODEL, model=None) -> dict:
     """The three tests of section 3 for every candidate and both ablations, and the harm probe retrained under
     the selected ablation, measured on ``model`` (default: the shipped ``model_name``) with the library."""
-    from interplab import probes, steering
-    from interplab.checks._core import shipped_model
-    from interplab.worlds import chat
-
     model = shipped_model(model_name) if model is None else model
     train_harmful = chat.task_prompts(chat.pairs(harmful=True), seed=1)
     train_benign = chat.task_prompts(chat.pairs(harmful=False), seed=1)
