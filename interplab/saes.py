@@ -267,6 +267,31 @@ def _decode_sparse(W_dec: torch.Tensor, values: torch.Tensor, indices: torch.Ten
     return (values.unsqueeze(-1) * W_dec[indices]).sum(-2)
 
 
+class _TopKEncode(torch.autograd.Function):
+    """The k largest of ``x @ W_enc + bias`` per row; the backward pass touches only the chosen k columns per row.
+
+    Autograd's own topk backward scatters into a dense [batch, d_sae] gradient and multiplies it by
+    ``x`` in full; here the encoder's gradient is an ``index_add`` of ``batch * k`` rows instead.
+    """
+
+    @staticmethod
+    def forward(ctx, x, W_enc, bias, k):
+        values, indices = torch.addmm(bias, x, W_enc).topk(k, dim=-1)
+        ctx.save_for_backward(x, indices)
+        ctx.mark_non_differentiable(indices)
+        ctx.d_sae = W_enc.shape[1]
+        return values, indices
+
+    @staticmethod
+    def backward(ctx, grad_values, _grad_indices):
+        x, indices = ctx.saved_tensors
+        flat = indices.reshape(-1)
+        rows = (grad_values.unsqueeze(-1) * x.unsqueeze(1)).reshape(-1, x.shape[1])
+        grad_W = torch.zeros(ctx.d_sae, x.shape[1], dtype=x.dtype).index_add_(0, flat, rows).T
+        grad_bias = torch.zeros(ctx.d_sae, dtype=x.dtype).index_add_(0, flat, grad_values.reshape(-1))
+        return None, grad_W, grad_bias, None, None
+
+
 # ---------------------------------------------------------------- training
 
 @dataclass
@@ -299,10 +324,12 @@ def input_scale(acts: Float[torch.Tensor, "n d"], sample: int = 65536, seed: int
     return float(math.sqrt(acts.shape[1] / mean_sq))
 
 
-def _aux_k_loss(sae: SAE, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor, aux_k: int) -> torch.Tensor:
+def _aux_k_loss(sae: SAE, x: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor,
+                aux_k: int) -> torch.Tensor:
     """Gao et al.'s AuxK: the top ``aux_k`` *dead* latents reconstruct what the live ones missed."""
     dead_index = dead.nonzero(as_tuple=True)[0]
-    values, which = pre[:, dead_index].topk(min(aux_k, len(dead_index)), dim=-1)
+    pre = torch.addmm(bias[dead_index], x, sae.W_enc[:, dead_index])  # only the dead latents' columns
+    values, which = pre.topk(min(aux_k, len(dead_index)), dim=-1)
     # ReLU as in the main code: a negative pre-activation would learn a flipped decoder row and stay dead
     reconstruction = _decode_sparse(sae.W_dec, torch.relu(values), dead_index[which])
     return (reconstruction - residual).pow(2).sum(-1).mean()
@@ -394,17 +421,19 @@ def train_sae(acts: ActivationCache | Float[torch.Tensor, "n d"], d_sae: int = 5
         for step in tqdm(range(1, steps + 1), desc=f"training {architecture} SAE", leave=False,
                          disable=not progress):
             x = x_all[torch.randint(0, x_all.shape[0], (batch_size,), generator=generator)] * scale
-            pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+            # (x - b_dec) @ W_enc + b_enc, with b_dec folded into the bias: its gradient then costs a
+            # vector-matrix product instead of a [batch, d_sae] x [d_sae, d_in] matmul
+            bias = sae.b_enc - sae.b_dec @ sae.W_enc
             dead = since_fired >= dead_after_tokens
             if architecture == "topk":
-                values, indices = pre.topk(k, dim=-1)
+                values, indices = _TopKEncode.apply(x, sae.W_enc, bias, k)
                 values = torch.relu(values)
                 x_hat = _decode_sparse(sae.W_dec, values, indices) + sae.b_dec
                 fired = torch.zeros(d_sae, dtype=torch.bool)
                 fired[indices[values > 0]] = True
                 l0 = (values > 0).sum(-1).float().mean()
             else:
-                f = torch.relu(pre)
+                f = torch.relu(torch.addmm(bias, x, sae.W_enc))
                 x_hat = f @ sae.W_dec + sae.b_dec
                 fired = (f > 0).any(0)
                 l0 = (f > 0).sum(-1).float().mean()
@@ -412,7 +441,7 @@ def train_sae(acts: ActivationCache | Float[torch.Tensor, "n d"], d_sae: int = 5
             loss = mse
             aux = torch.zeros(())
             if architecture == "topk" and aux_k > 0 and aux_coefficient > 0 and dead.any():
-                aux = _aux_k_loss(sae, pre, (x - x_hat).detach(), dead, aux_k)
+                aux = _aux_k_loss(sae, x, bias, (x - x_hat).detach(), dead, aux_k)
                 loss = loss + aux_coefficient * aux
             if architecture == "standard" and l1_coefficient > 0:
                 loss = loss + l1_coefficient * f.sum(-1).mean()

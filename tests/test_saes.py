@@ -56,6 +56,20 @@ def test_topk_has_exactly_k_active():
     assert torch.allclose(sae(x), sae.decode(sae.encode(x)), atol=1e-5)  # sparse and dense decoding agree
 
 
+def test_fast_topk_encoder_gradients_match_autograd():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 16, generator=g)
+    weights = [torch.randn(16, 32, generator=g, requires_grad=True), torch.randn(32, generator=g, requires_grad=True)]
+    upstream = torch.randn(64, 4, generator=g)
+    values, indices = saes._TopKEncode.apply(x, *weights, 4)
+    fast = torch.autograd.grad((values * upstream).sum(), weights)
+    reference_values, reference_indices = torch.addmm(weights[1], x, weights[0]).topk(4, dim=-1)
+    reference = torch.autograd.grad((reference_values * upstream).sum(), weights)
+    assert torch.equal(indices, reference_indices) and torch.allclose(values, reference_values)
+    for a, b in zip(fast, reference):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_training_reconstructs_and_keeps_unit_norm_decoder(data, trained):
     acts, _ = data
     for arch, result in trained.items():
