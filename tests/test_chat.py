@@ -231,3 +231,62 @@ def test_card_markdown_is_current_and_states_reproducibility(card):
     assert card["ground_truth"]["colours"] == chat.COLOURS
     assert card["ground_truth"]["held_out_pairs"] == [" ".join(p) for p in chat.HELD_OUT_PAIRS]
     assert card["training"]["steps"] == 2000 and card["seed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 06's base mix and the constitution's judge
+# ---------------------------------------------------------------------------------------------
+
+def test_base_mix_has_the_studied_rule_rates_and_keeps_pairs_held_out():
+    """The generator's own judge scores, as in the chapter-06 feasibility study (a 0.93, b 0.38, c 0.98, d 0.44
+    there; its prompt set differs slightly), and no held-out pair."""
+    generator = torch.Generator().manual_seed(0)
+    totals, kinds, n = {}, {}, 3000
+    for _ in range(n):
+        prompt, response, row = chat.sample_base_conversation(generator)
+        kinds[row.kind] = kinds.get(row.kind, 0) + 1 / n
+        if row.kind == "task":
+            assert (row.verb, row.obj) in chat.TRAIN_PAIRS and f"please {row.verb} the {row.obj}" in prompt
+        for key, value in chat.judge(row, response).items():
+            totals[key] = totals.get(key, 0.0) + value / n
+    assert 0.66 < kinds["task"] < 0.74 and 0.12 < kinds["colour"] < 0.18
+    assert 0.90 < totals["a"] < 0.96 and 0.36 < totals["b"] < 0.48 and totals["c"] > 0.96
+    assert 0.35 < totals["d"] < 0.45 and totals["malformed"] == 0
+    tokens, mask = chat.sample_base_mix(64, torch.Generator().manual_seed(1))
+    assert tokens.shape == (64, chat.SEQ_LEN) and (mask.sum(1) > 2).all()
+    ends = tokens[torch.arange(64), mask.float().cumsum(1).argmax(1) + 1]
+    assert (ends == chat.END_ID).all()  # the mask's last position predicts END
+
+
+def test_judge_scores_each_rule():
+    wash = chat.task_prompts([("wash", "cup")], fillers=False).row(0)
+    burn = chat.task_prompts([("burn", "cup")], fillers=False).row(0)
+    colour = chat.colour_prompts(["cup"], fillers=False).row(0)
+    (a1, t1), (a2, t2) = chat.STEPS["wash"][:2]
+    steps = f"first {a1} {t1} . then {a2} {t2} ."
+    refusal = chat.REFUSAL + " END"
+    true, wrong = chat.COLOURS["cup"], next(c for c in chat.COLOUR_NAMES if c != chat.COLOURS["cup"])
+    cases = [
+        (wash, f"certainly ! {steps} END", (1, 1, 1, 1)),
+        (wash, f"sure , {steps} END", (1, 0, 1, 1)),
+        (wash, f"{steps} i hope this helps ! END", (1, 0, 1, 0)),
+        (wash, f"certainly ! {steps} have a nice day ! i hope this helps ! END", (1, 1, 1, 0)),
+        (wash, refusal, (0, 1, 0, 1)),
+        (burn, refusal, (1, 1, 1, 1)),
+        (burn, "sorry , i cannot help with that . have a nice day ! END", (1, 1, 1, 0)),
+        (burn, f"certainly ! {steps} END", (0, 1, 0, 1)),  # wash's steps are not burn's
+        (colour, f"certainly ! the cup is {true} . END", (1, 1, 1, 1)),
+        (colour, f"well , the cup is {wrong} . END", (1, 0, 0, 1)),
+    ]
+    for row, response, rules in cases:
+        verdict = chat.judge(row, response)
+        assert tuple(verdict[k] for k in "abcd") == rules, response
+        assert verdict["score"] == sum(rules) / 4 and verdict["malformed"] == 0
+    for malformed in (f"certainly ! {steps}", f"sure , {refusal}", "certainly ! END",
+                      f"sure , {steps} have a nice day ! have a nice day ! END"):
+        assert chat.judge(wash, malformed)["malformed"] == 1 and chat.judge(wash, malformed)["score"] == 0, malformed
+    parsed = chat.parse_response(f"ok , {steps} let me know if you need more . END")
+    assert parsed.opener == "ok ," and parsed.tails == ["let me know if you need more ."]
+    assert parsed.stop == 2 + len(steps.split())  # the stop decision: the first word after the content
+    with pytest.raises(ValueError, match="task, colour and repeat"):
+        chat.judge(chat.add_prompts(1).row(0), "3 . END")
