@@ -45,6 +45,9 @@ from interplab.probes import collect_activations
 ARCHITECTURES = ("standard", "topk")
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
+# SAELens reads a cfg.json without metadata.sae_lens_version >= 6 as a pre-6.0 file and rewrites its keys:
+# this marks ours as the 6.x layout it is (it is not a claim that SAELens wrote it)
+SAELENS_FORMAT_VERSION = "6.0.0"
 Tokens = Int[torch.Tensor, "batch seq"]
 PositionFilter = Union[None, slice, Sequence[int], Bool[torch.Tensor, "batch seq"]]
 
@@ -848,7 +851,9 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None) -> Path:
     config = {"d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
               "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
               "metadata": {"model_name": cfg.model_name, "hook_name": cfg.hook_name, "hook_layer": layer,
-                           "hook_head_index": None, "prepend_bos": True},
+                           "hook_head_index": None, "prepend_bos": True,
+                           "sae_lens_version": SAELENS_FORMAT_VERSION,
+                           "sae_lens_training_version": SAELENS_FORMAT_VERSION},
               "architecture": cfg.architecture}
     if cfg.architecture == "topk":
         config.update(k=cfg.k, rescale_acts_by_decoder_norm=False)

@@ -292,6 +292,7 @@ def test_save_load_round_trip(trained, data, tmp_path, arch):
     assert config["architecture"] == arch and config["d_in"] == 16 and config["d_sae"] == 64
     assert config["normalize_activations"] == "none" and config["apply_b_dec_to_input"] is True
     assert config["metadata"]["hook_name"] == HOOK and config["metadata"]["hook_layer"] == 1
+    assert config["metadata"]["sae_lens_version"] >= "6"  # else SAELens converts it as a pre-6.0 config
     assert (config.get("k"), config.get("rescale_acts_by_decoder_norm")) == ((4, False) if arch == "topk" else
                                                                              (None, None))
     tensors = load_file(str(folder / "sae_weights.safetensors"))
