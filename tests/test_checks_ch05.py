@@ -221,3 +221,33 @@ def test_residual_direction_checker():
         ch05.test_residual_direction(lambda weight, scale: weight / weight.norm())
     with pytest.raises(CheckFailed, match="without normalising"):
         ch05.test_residual_direction(lambda weight, scale: weight / scale)
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return ch05.measured_refusal_directions()
+
+
+def test_check_refusal_finding(measured):
+    kind = next(k for k in ch05.KINDS if measured["selected"][k] is not None
+                and ch05._is_clean(measured["tests"][k][measured["selected"][k]]))
+    layer = measured["selected"][kind]
+    verdict = "ablating the direction removed refusal and adding it induced refusal on benign requests here"
+    right = {"candidate": f"L{layer}", "ablation": kind, "still_recognised": measured["recognised_auroc"][kind] >= 0.95,
+             "verdict": verdict}
+    ch05.check_refusal_finding(right)
+    with pytest.raises(CheckFailed, match="is not the candidate"):
+        ch05.check_refusal_finding(dict(right, candidate=f"L{(layer + 1) % len(measured['tests'][kind])}"))
+    with pytest.raises(CheckFailed, match="retrained harm probe"):
+        ch05.check_refusal_finding(dict(right, still_recognised=not right["still_recognised"]))
+    with pytest.raises(CheckFailed, match="own words"):
+        ch05.check_refusal_finding(dict(right, verdict="TODO"))
+    with pytest.raises(CheckFailed, match="lacks"):
+        ch05.check_refusal_finding({"candidate": f"L{layer}"})
+    with pytest.raises(CheckFailed, match="'affine' or 'projection'"):
+        ch05.check_refusal_finding(dict(right, ablation="zero"))
+    other = next(k for k in ch05.KINDS if k != kind)
+    other_layer = measured["selected"][other]
+    if other_layer is None or not ch05._is_clean(measured["tests"][other][other_layer]):
+        with pytest.raises(CheckFailed, match="no candidate passes|not a clean jailbreak"):
+            ch05.check_refusal_finding(dict(right, ablation=other))
