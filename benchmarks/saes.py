@@ -9,7 +9,7 @@ evaluated on held-out sequences:
     CE increase in nats, CE recovered against mean ablation and against zero ablation;
   - for every world variable (current token, previous token, next token, repeated), the best single
     latent's AUROC; the linear-probe ceiling at the same site and the best raw dimension beside it;
-  - the L0 / explained-variance frontier of both architectures (shorter runs at other k and L1);
+  - the L0 / explained-variance frontier of both architectures (the same recipe at other k and L1);
   - the trainer's throughput against a bare loop of the same five matmuls (same shapes, interleaved).
 Targets from the issue (TopK run): EV >= 0.95 at L0 <= 16, CE increase <= 0.05 nats, CE recovered
 (mean ablation) >= 0.90, dead <= 5%, >= 90% of the probe-readable variables recovered at AUROC >= 0.95,
@@ -106,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--l1", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--aux-coefficient", type=float, default=1 / 32, help="AuxK weight (TopK runs)")
+    parser.add_argument("--resample-at", default="", help="steps at which dead latents are resampled, e.g. 250,500")
     parser.add_argument("--frontier-k", default="4,16", help="further TopK k values for the frontier")
-    parser.add_argument("--frontier-l1", default="0.3,3.0", help="further L1 coefficients for the frontier")
-    parser.add_argument("--frontier-steps", type=int, default=500)
+    parser.add_argument("--frontier-l1", default="3.0", help="further L1 coefficients for the frontier")
+    parser.add_argument("--frontier-steps", type=int, default=None,
+                        help="steps for the further frontier runs (default: --steps; fewer leaves ReLU under-trained)")
     parser.add_argument("--throughput-steps", type=int, default=20)
     parser.add_argument("--save", default=None, help="save the TopK SAE here (SAELens layout)")
     parser.add_argument("--threads", type=int, default=1)
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         args.sequences, args.eval_sequences, args.ce_sequences = 150, 60, 20
         args.width, args.steps, args.batch, args.frontier_steps, args.throughput_steps = 64, 30, 256, 10, 3
         args.frontier_k, args.frontier_l1 = "4", "3.0"
+    if args.frontier_steps is None:
+        args.frontier_steps = args.steps
     torch.set_num_threads(args.threads)
     progress = not args.quick
     if args.world == "facts":
@@ -145,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  linear probe ceiling: {_families(ceiling)}")
     print(f"  best raw dimension (either sign): {_families(raw)}")
 
+    common = dict(aux_coefficient=args.aux_coefficient,
+                  resample_at=tuple(int(step) for step in args.resample_at.split(",") if step))
     runs = [("topk", dict(architecture="topk", k=args.k), args.steps),
             ("standard", dict(architecture="standard", l1_coefficient=args.l1), args.steps)]
     runs += [("topk", dict(architecture="topk", k=int(k)), args.frontier_steps)
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     frontier, main_results = [], {}
     for index, (arch, settings, steps) in enumerate(runs):
         trained = saes.train_sae(cache, d_sae=args.width, steps=steps, batch_size=args.batch, progress=progress,
-                                 **settings)
+                                 **settings, **common)
         metrics = saes.reconstruction_metrics(trained.sae, held_out)
         label = f"k={settings['k']}" if arch == "topk" else f"L1={settings['l1_coefficient']}"
         frontier.append((arch, label, steps, metrics.l0, metrics.explained_variance))
@@ -169,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{arch} SAE, width {args.width}, {label}{', AuxK' if arch == 'topk' else ''}: {steps} steps x "
               f"{args.batch} in {trained.seconds:.1f} s ({trained.tokens_per_second / 1e3:.0f}k tokens/s)")
         print(f"  L0 {metrics.l0:.1f} | explained variance {metrics.explained_variance:.3f} | dead "
-              f"{metrics.dead_fraction:.1%} (never fired on {metrics.n_tokens:,} held-out tokens)")
+              f"{metrics.dead_fraction:.1%} (never fired on {metrics.n_tokens:,} held-out tokens; "
+              f"{float(trained.dead_latents.float().mean()):.1%} silent for the last "
+              f"{trained.settings['dead_after_tokens']:,} training tokens)")
         print(f"  CE clean {ce.clean:.3f} | spliced {ce.spliced:.3f} | mean-ablated {ce.mean_ablated:.3f} | "
               f"zero-ablated {ce.zero_ablated:.3f} nats")
         print(f"  CE increase {ce.delta:+.4f} nats | CE recovered vs mean ablation {ce.recovered:.4f} | "
