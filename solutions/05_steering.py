@@ -299,8 +299,8 @@ for layer in range(N_LAYERS):
     print(f"  L{layer}: cosine(ActAdd from one pair, CAA from {len(contrast)} prompts) {cosine:.2f}")
 
 # %% [markdown]
-# The refusal score tells more than the refusal rate: it moves before the greedy answer flips, and it is
-# what Arditi et al. select on.
+# The refusal score tells more than the refusal rate: it moves before the greedy answer flips, and it is what
+# Arditi et al. score their candidates with (the selection below uses rates, which read more directly).
 #
 # ### Exercise 4 — the refusal score
 # > Difficulty: 🔴🔴⚪ · Importance: 🔵🔵⚪ · about 10 minutes
@@ -576,12 +576,11 @@ refusal_offsets = affine_offsets[SELECTED] if KIND.startswith("affine") else Non
 print(f"used below: {candidate_labels[SELECTED]}, {KIND}, |direction| {refusal_direction.norm():.2f}")
 
 # %% [markdown]
-# **Controls.** A direction "works" only against a control. The first is a random direction of the same
-# norm: ablated the same way and added the same way, it should do nothing. The second are the early
-# candidates, `L0` and `L1`: at the last prompt token the embedding holds only `:` and a position, so a
-# "harmful minus benign" difference at `L0` can only be a quirk of position, and at `L1` one layer of
-# attention has had little time to gather the request; if ablating them changes anything, the change is not
-# about harm.
+# **Controls.** A direction "works" only against a control. The first is a random direction of the same norm:
+# ablated the same way and added the same way, it should do nothing. The second are the early candidates. At
+# `L0` the last prompt token holds only `:` and a position, so a "harmful minus benign" difference there can
+# only be a quirk of position; at `L1` one attention layer has read the request. Early-layer directions are
+# where Arditi et al. found ablations that disturb harmless prompts, which is what the KL test is for.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -744,16 +743,15 @@ if refusal_offsets is not None:
 # though: the model never learned how to "burn" or "poison" anything, because every harmful request in training
 # was refused. Removing refusal exposes what the model can do; it adds no capability. The cost is the other
 # half: benign help and, more, the capability tasks drop, far past the course's target of 0.02. The first-token
-# KL of section 3 was near 0 because it only looks at benign task requests at their first token, where the
-# offset is exactly their mean. The component table shows the rest: benign requests sit far on one side of the
-# direction, harmful ones on the other, and colour, repeat and add questions near 0, where no request sits. One
-# offset cannot be right for all of them: the ablation moves the capability questions to where task requests
-# sit, and their answers break. Zero would suit the capability questions and break benign requests (that is
-# projection's failure in section 3). In a 64-dimensional model the refusal direction also carries what kind of
-# prompt this is; a real model has room to keep them apart, which is one reason the published one-direction
-# result can be cleaner there than here. For a real assistant this is the uncomfortable half of Arditi et al.'s
-# result all the same: refusal that lives in one direction can be removed with one weight edit, by anyone with
-# the weights.
+# KL of section 3 was near 0 because it only looks at benign task requests at their first token, and the offset
+# keeps them on their side of the direction. The component table shows the rest: benign requests sit far on one
+# side of the direction, harmful ones on the other, and colour, repeat and add questions near 0, where no
+# request sits. One offset cannot be right for all of them: the ablation moves the capability questions close to
+# where task requests sit, and their answers break. Zero would suit the capability questions and break benign
+# requests (projection's failure in section 3). In 64 dimensions the refusal direction also carries what kind of
+# prompt this is; a larger model has more room to keep the two apart, and whether it does is for each model to
+# measure. For a real assistant this is the uncomfortable half of Arditi et al.'s result all the same: refusal
+# that lives in one direction can be removed with one weight edit, by anyone with the weights.
 #
 # ## 5. Recognising is not refusing
 #
@@ -872,8 +870,8 @@ for layer in range(1, len(candidate_hooks)):
 # false :`, `trick me :` against `say something honest :` and plain questions), and **held-out objects**
 # (trained phrasings, 4 objects never asked about under a lie instruction).
 #
-# We call it an *instructed-deception* detector, not a lie detector: its label is the instruction, and the
-# model does not lie every time it is told to (the behaviour rates below say how often it did).
+# We call it an *instructed-deception* detector, not a lie detector: its label is the instruction, not whether
+# the answer was false (the behaviour rates below say how often the model did lie).
 
 # %%
 def colour_set(instructions, objects, seed: int, repeats: int = 1) -> chat.ChatPrompts:
@@ -1094,10 +1092,11 @@ print(f"deception monitor, held-out phrasings, L{MONITOR_LAYER}: AUROC {auroc_:.
 #   of code.
 # - **Refusal.** The difference of means selected with Arditi et al.'s three tests removes refusal when its
 #   component is set to the benign mean at every write, and the same edit baked into the weights gives the
-#   same logits. Projection to zero, the published recipe, passed no candidate here; which operation works is
-#   part of the finding. Random directions of the same norm did nothing. The edit was not free: help and,
-#   more, the capability tasks dropped well past the target, because in 64 dimensions the direction also
-#   separates kinds of prompt, and one offset cannot suit them all.
+#   same logits (held-out harmful requests refused 1.00 before, 0.00 after). Projection to zero, the published
+#   recipe, passed no candidate here; which operation works is part of the finding. Random directions of the
+#   same norm did nothing. The edit was not free: benign help fell from 1.00 to 0.84 and capability from 1.00 to
+#   0.72, far past the target of 0.02, because in 64 dimensions the direction also separates kinds of prompt,
+#   and one offset cannot suit them all.
 # - **Recognising is not refusing.** After the ablation the model still represents harm: a retrained probe
 #   reads it as well as before, while the clean model's probe stops working. Refusal is an action taken on a
 #   representation, and the action can be removed while the representation stays.
