@@ -286,24 +286,37 @@ def write_point_means(model, tokens: Tokens, positions: Positions, direction: Fl
     return {name: float((acts[name].double() @ unit).mean()) for name in names}
 
 
-def _ablation_hook(unit: torch.Tensor, offset: float) -> Callable:
+def _ablation_hook(unit: torch.Tensor, offset: float, start: Positions = None) -> Callable:
     def hook_fn(act, hook):
         u = unit.to(device=act.device, dtype=act.dtype)
-        return act - ((act @ u) - offset)[..., None] * u
+        change = ((act @ u) - offset)[..., None] * u
+        if start is None:
+            return act - change
+        lo = _row_bound(start, act.shape[0], act.device)
+        keep = torch.arange(act.shape[1], device=act.device)[None] >= lo[:, None]
+        return act - keep[..., None].to(act.dtype) * change
 
     return hook_fn
 
 
 def directional_ablation_hooks(model, direction: Float[torch.Tensor, " d"],
-                               offsets: Mapping[str, float] | None = None) -> list[Hook]:
+                               offsets: Mapping[str, float] | None = None, start: Positions = None) -> list[Hook]:
     """``fwd_hooks`` that set ``direction``'s component of every residual write, at every position.
 
     ``offsets=None``: project it out, ``h <- h - (h.u) u`` (Arditi et al. 2024). With ``offsets`` from
     :func:`write_point_means`: ``h <- h - (h.u - c_k) u``, the component set to ``c_k`` at write ``k``
-    (affine ablation). ``u`` is ``direction`` normalised."""
+    (affine ablation). ``u`` is ``direction`` normalised.
+
+    ``start`` (an int or one position per prompt, e.g. each prompt's last token) ablates only from that
+    position on: the request's own tokens keep their representation and only the decision and the answer
+    are edited. No weight edit does that (:func:`orthogonalize_weights` is the every-position version)."""
     unit = _unit(model, direction).float()
     values = _check_offsets(model, offsets)
-    return [(name, _ablation_hook(unit, values[name])) for name in residual_write_hooks(model)]
+    if start is not None and not isinstance(start, int):
+        start = torch.as_tensor(start).long()
+        if start.ndim != 1:
+            raise ValueError(f"start must be an int or one position per prompt ([batch]), got shape {tuple(start.shape)}")
+    return [(name, _ablation_hook(unit, values[name], start)) for name in residual_write_hooks(model)]
 
 
 def _inner(module):
