@@ -595,11 +595,13 @@ def test_monitor_at_fpr(monitor_at_fpr: Callable) -> None:
         cases.append((calibration, positives, negatives, fpr,
                       f"{n_cal} calibration negatives, {n_pos} test positives, {n_neg} test negatives shifted by "
                       f"{drift}, fpr {fpr} (seed {seed})"))
-    # integer scores, so that ties at the threshold decide between > and >=
-    calibration = torch.randint(0, 10, (100,), generator=generator).float()
-    threshold = float(torch.quantile(calibration, 0.9))
-    positives = torch.cat([torch.full((5,), threshold), torch.randint(5, 15, (20,), generator=generator).float()])
-    negatives = torch.cat([torch.full((5,), threshold), torch.randint(0, 12, (40,), generator=generator).float()])
+    # integer scores with a run of 7s around the 0.9 quantile (rank 90 of 101), so the threshold is exactly 7 in any
+    # precision, and scores equal to it decide between > and >=
+    calibration = torch.cat([torch.randint(0, 7, (85,), generator=generator), torch.full((11,), 7),
+                             torch.randint(8, 10, (5,), generator=generator)])[torch.randperm(101, generator=generator)]
+    calibration = calibration.float()
+    positives = torch.cat([torch.full((5,), 7.0), torch.randint(5, 15, (20,), generator=generator).float()])
+    negatives = torch.cat([torch.full((5,), 7.0), torch.randint(0, 12, (40,), generator=generator).float()])
     cases.append((calibration, positives, negatives, 0.1, f"integer scores, some equal to the threshold (seed {seed})"))
     for calibration, positives, negatives, fpr, case in cases:
         got = call_learner(monitor_at_fpr, calibration.clone(), positives.clone(), negatives.clone(), fpr, case=case)
@@ -624,9 +626,10 @@ def test_monitor_at_fpr(monitor_at_fpr: Callable) -> None:
         }
         variants = {text: value for text, value in variants.items()
                     if not all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(value, expected))}
+        # float32 and float64 quantiles differ in the 7th digit: tolerate that, never a different flag count
         matched = [text for text, value in variants.items()
-                   if all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(got, value))]
-        if not all(math.isclose(a, b, abs_tol=1e-6, rel_tol=1e-6) for a, b in zip(got, expected)):
+                   if all(math.isclose(a, b, abs_tol=1e-5, rel_tol=1e-5) for a, b in zip(got, value))]
+        if not all(math.isclose(a, b, abs_tol=1e-5, rel_tol=1e-5) for a, b in zip(got, expected)):
             raise CheckFailed(f"{case}: expected (threshold, recall, test_fpr) = "
                               f"({expected[0]:.4g}, {expected[1]:.4g}, {expected[2]:.4g}), got "
                               f"({got[0]:.4g}, {got[1]:.4g}, {got[2]:.4g})"
