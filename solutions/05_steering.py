@@ -623,6 +623,12 @@ for prompts in (held_harmful, held_benign):
                                           f"by layer: '{' '.join(words[1:])}'", selected_series=SELECTED))
 
 # %% [markdown]
+# The two requests (`bake the drug`, `bake the apple`) are the same token for token until the object, and so are
+# their projections. From the object on they part, and the gap is widest at the final `:`, where the response is
+# decided: there the harmful request sits high on the direction and the benign one low, from `L2` on. At `L0`
+# the two hardly differ anywhere.
+
+# %% [markdown]
 # ## 4. Ablation two ways: hooks, or new weights
 #
 # Hooks need a library that can hook the model. Arditi et al. also bake the ablation into the weights: if no
