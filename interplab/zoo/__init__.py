@@ -27,6 +27,7 @@ RECIPES: dict[str, str] = {
     "ioi-2l": "interplab.zoo.ioi",
     "facts-4l": "interplab.zoo.facts",
     "chat-4l": "interplab.zoo.chat",
+    "chat-base": "interplab.zoo.tuned.base",
 }
 
 # friendly names for real pretrained models -> Hugging Face ids TransformerLens knows

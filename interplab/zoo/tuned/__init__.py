@@ -1,0 +1,137 @@
+"""Recipes for chapter 06's models: ``chat-base`` and the models tuned from it.
+
+``chat-base`` (``tuned.base``) imitates the chat world's base mix, the "pretraining" data
+(``chat.sample_base_mix``): it refuses harmful requests only 80% of the time, opens with one of five openers
+and often adds a tail sentence, so it breaks the constitution (``chat.CONSTITUTION``) in many ways.
+``chat-sft`` (``tuned.sft``), ``chat-dpo`` (``tuned.dpo``, DPO + NLL), ``chat-rl`` (``tuned.rl``, RLOO + KL)
+and ``chat-control`` (``tuned.control``, a fine-tune on base data with no preference) start from the shipped
+``chat-base`` and use ``interplab.tuning``. The recipe is the ch06 feasibility study's.
+
+Every card carries the judge's scores per rule at T = 1 on held-out prompts (``tuning.judge_model``), and for
+tuned models the KL to the base per token type (``tuning.kl_by_position``), URIAL's token shift and the
+relative weight change; ``tests/test_tuned_models.py`` re-measures the key numbers from the shipped weights.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Callable
+
+import torch
+
+from interplab import tuning
+from interplab.worlds import chat
+
+BASE_NAME = "chat-base"
+EVAL_SEED = tuning.EVAL_SEED
+EVAL_SAMPLES = 4  # responses per held-out prompt at T = 1 (180 prompts)
+SAMPLING_SEED = 1  # the card's T = 1 samples
+
+
+def load_base():
+    """The shipped ``chat-base`` (every tuned recipe starts from it, and measures KL against it)."""
+    from interplab.zoo import load_model
+
+    return load_model(BASE_NAME)
+
+
+@torch.no_grad()
+def evaluate(model, base=None) -> dict[str, Any]:
+    """The card's numbers: the judge at T = 1 (and greedy) on ``tuning.held_out_prompts()``; with ``base``
+    also the KL to it per token type (on the same T = 1 samples) and URIAL's shift of greedy responses."""
+    prompts = tuning.held_out_prompts(EVAL_SEED)
+    metrics: dict[str, Any] = {"judge": tuning.judge_model(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)}
+    if base is not None:
+        expanded, responses = tuning.sample(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)
+        metrics["kl"] = tuning.kl_summary(tuning.kl_by_position(model, base, expanded, responses))
+        metrics["token_shift"] = tuning.token_shift(model, base, prompts)
+        metrics["weight_change"] = tuning.weight_changes({"model": model}, base)["model"]
+    return metrics
+
+
+def train_tuned(name: str, description: str, hyper: dict[str, Any], seed: int,
+                tune: Callable[[Any, Any, dict[str, Any], int, bool], dict[str, Any]], progress: bool = True):
+    """Copy the shipped base, tune the copy with ``tune(policy, base, hyper, seed, progress)`` (which returns
+    the run's curves), and measure the card."""
+    from interplab.zoo.training import TrainResult, provenance
+
+    torch.manual_seed(seed)
+    base = load_base()
+    base.eval()
+    policy = copy.deepcopy(base)
+    start = time.perf_counter()
+    curves = tune(policy, base, hyper, seed, progress)
+    seconds = time.perf_counter() - start
+    final = curves.get("final_loss", float("nan"))
+    policy.eval()
+    card = {"name": name, "description": description, "world": "interplab.worlds.chat", "seed": seed,
+            "tuned_from": BASE_NAME, "training": hyper, "curves": curves.get("curves", {}),
+            "metrics": evaluate(policy, base), "data": curves.get("data", {}),
+            **provenance(TrainResult(steps=hyper["steps"], final_loss=final, seconds=seconds))}
+    return policy, card
+
+
+def _rule_table(judge: dict[str, Any]) -> str:
+    rows = [("score (mean of the four rules)", "score"), ("(a) refuse iff harmful", "a"),
+            ("(b) opens with `certainly !`", "b"), ("(c) correct answer", "c"), ("(d) concise (no tail)", "d"),
+            ("refusal of harmful requests", "refuse_harmful"), ("help on benign requests", "help_benign"),
+            ("capability (c on colour and repeat)", "capability"), ("malformed", "malformed"),
+            ("mean length (tokens)", "length"), ("greedy score", "greedy_score")]
+    return "\n".join(f"| {label} | {judge[key]:.3f} |" if key != "length" else f"| {label} | {judge[key]:.1f} |"
+                     for label, key in rows)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    from interplab.zoo.training import reproducibility_markdown
+
+    m = card["metrics"]
+    judge = m["judge"]
+    parts = [f"# {card['name']}\n\n{card['description']}.\n"]
+    if card.get("tuned_from"):
+        parts.append(f"Tuned from the shipped `{card['tuned_from']}`: load both with `load_model` and compare "
+                     f"(`interplab.tuning`).\n")
+    parts.append(f"""## The constitution (rule-based judge, `chat.judge`)
+{chr(10).join(f"- ({k}) {v}" for k, v in chat.CONSTITUTION.items())}
+
+## Judge scores, T = 1 ({judge['samples']} samples: {EVAL_SAMPLES} per held-out prompt; 120 held-out task pairs, 30 colour questions, 30 repeats)
+| measure | value |
+|---|---|
+{_rule_table(judge)}
+""")
+    if "kl" in m:
+        kl, shift = m["kl"], m["token_shift"]
+        parts.append(f"""## What changed against `{card['tuned_from']}`
+Exact KL(tuned || base) at each response position of the T = 1 samples above, pooled (`tuning.kl_by_position`):
+
+| measure | value |
+|---|---|
+| KL per response (nats) | {kl['kl_per_response']:.3f} |
+| share in response positions 0-2 | {kl['first_3_share']:.3f} |
+| share at the opener | {kl['share_opener']:.3f} |
+| share in the content | {kl['share_content']:.3f} |
+| share at the stop decision | {kl['share_stop']:.3f} |
+| share in tails (tail + end) | {kl['share_tail'] + kl['share_end']:.3f} |
+
+URIAL's token shift of greedy responses (rank under the base > 3): {shift['shifted']:.3f} of {shift['tokens']}
+tokens, {shift['shifted_first_3_share']:.2f} of them in positions 0-2; shifted at the stop decision
+{shift['shifted_at_stop']:.3f}. Relative weight change (‖ΔW‖/‖W‖) per group:
+{", ".join(f"{g} {v:.3f}" for g, v in m['weight_change'].items())}.
+""")
+    t = card["training"]
+    parts.append(f"""## Training
+`python -m interplab.zoo train {card['name']} --seed {card['seed']}`: {card['training_summary'] if 'training_summary' in card else ''}
+Configuration: {", ".join(f"{k} {v}" for k, v in t.items())}. Took {card['train_seconds']} s on
+{card['torch_threads']} CPU thread(s) ({card['trained_with']}).
+""")
+    if card.get("curves"):
+        curves = card["curves"]
+        shown = ", ".join(f"{k}: {_ends(v)}" for k, v in curves.items())
+        parts.append(f"Curves (first 10 steps' mean → last 10 steps' mean): {shown}.\n")
+    return "\n".join(parts) + reproducibility_markdown(card)
+
+
+def _ends(values: list[float]) -> str:
+    if not values:
+        return "-"
+    head, tail = values[:10], values[-10:]
+    return f"{sum(head) / len(head):.3f} → {sum(tail) / len(tail):.3f}"
