@@ -29,8 +29,8 @@
 #
 # Plan: (0) the world and the model, (1) ActAdd: one pair, (2) CAA: many pairs, (3) choosing the refusal
 # direction, with controls, (4) ablation by hooks and by editing the weights, (5) recognising is not
-# refusing, (6) monitors for harmful intent and for instructed deception, and an attack on them, (7) your
-# verdict. Everything runs offline on a laptop CPU in about a minute.
+# refusing, (6) monitors for harmful intent and for instructed deception, and an attack on them, a bonus with
+# an SAE latent, (7) your verdict. Everything runs offline on a laptop CPU in about a minute.
 #
 # **Definitions used throughout.** Keep this table in view:
 #
@@ -1034,7 +1034,64 @@ for strength in (0.0, 1.0, 2.0, 4.0, 8.0):
 # monitor: a direction that *predicts* a behaviour need not be one the model *uses*, and whoever can move
 # activations can hide along it. A monitor that reads several layers, or one trained against such attacks, is
 # harder to blind; this toy does not test either.
+
+# %% [markdown]
+# ## Bonus: an SAE latent instead of a difference of means
 #
+# Chapter 04's sparse autoencoders offer another source of directions: a latent that fires on harmful requests
+# comes with its own decoder direction. Below, a small TopK SAE (`interplab.saes`) trained on the residual
+# stream at the selected candidate's hook, over every token of training conversations; the latent that best
+# detects harm at the last prompt token; and its decoder direction, scaled to the refusal direction's norm, added
+# to held-out benign requests and to capability questions like the difference of means was.
+
+# %%
+from interplab import saes
+
+sae_hook = candidate_hooks[SELECTED]
+sae_text = torch.cat([chat.sample_training(64, torch.Generator().manual_seed(100 + i))[0] for i in range(8)])
+sae_positions = sae_text != chat.PAD_ID
+sae_positions[:, 0] = False  # <bos> carries nothing and dwarfs the rest
+sae_cache = saes.cache_activations(model, sae_text, sae_hook, positions=sae_positions, progress=False)
+with torch.enable_grad():
+    sae = saes.train_sae(sae_cache, d_sae=256, architecture="topk", k=8, steps=400, batch_size=1024, seed=0,
+                         progress=False).sae
+contrast_latents = saes.encode_all(sae, contrast_stack[SELECTED])
+latent_auroc = torch.tensor([probes.auroc(contrast_latents[:, i], contrast.harmful)
+                             if contrast_latents[:, i].std() > 0 else 0.5 for i in range(sae.cfg.d_sae)])
+harm_latent = int(latent_auroc.argmax())
+latent_direction = sae.W_dec[harm_latent].detach() / sae.W_dec[harm_latent].norm() * refusal_direction.norm()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+fires = contrast_latents[:, harm_latent] > 0
+print(f"SAE at {sae_hook}, {len(sae_cache.acts)} training tokens: the best harm-detecting latent has AUROC "
+      f"{latent_auroc[harm_latent]:.3f} on the training requests; it fires on {fires[contrast.harmful].float().mean():.2f} "
+      f"of harmful and {fires[~contrast.harmful].float().mean():.2f} of benign ones")
+print(f"cosine between its decoder direction and the refusal direction: "
+      f"{torch.nn.functional.cosine_similarity(latent_direction, refusal_direction, dim=0):.2f}")
+print("added at the same norm (coefficient x |refusal direction|): benign requests refused | capability questions "
+      "refused")
+for coeff in (0.5, 1.0, 2.0, 4.0):
+    cells = []
+    for vector in (refusal_direction, latent_direction):
+        cells.append(f"{refusal_rate(held_benign, add_hooks(SELECTED, vector, held_benign, coeff)):.2f} | "
+                     f"{refusal_rate(capability, add_hooks(SELECTED, vector, capability, coeff)):.2f}")
+    print(f"  coefficient {coeff}: difference of means {cells[0]}   SAE latent {cells[1]}")
+latent_zeroed = [(sae_hook, saes.latent_edit_hook(sae, harm_latent, 0.0, positions=None))]
+print(f"held-out harmful requests refused with the latent set to 0 at every position: "
+      f"{refusal_rate(held_harmful, latent_zeroed):.2f}")
+
+# %% [markdown]
+# The latent reads harm perfectly: it fires on every harmful training request and on no benign one, and its
+# direction has a cosine of 0.45 with the refusal direction. As a handle it does nothing: added at up to four
+# times the refusal direction's norm it makes no benign request refused, and setting it to 0 at its hook leaves
+# every harmful request refused. The difference of means induces refusal at coefficient 1, and at twice that it
+# also makes most capability questions refused: the stronger handle, and at large coefficients the less specific
+# one. This is section 5 again from another side: an SAE finds what the model represents (here, that a request
+# is harmful), and which of those features the model acts through is a separate, causal question. A latent
+# chosen because it *detects* a property need not be the direction a behaviour depends on.
+
+# %% [markdown]
 # ## 7. Your verdict
 #
 # ### Exercise 12 — state the refusal direction you found, and what it means
