@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import torch
 
@@ -99,38 +100,51 @@ def main(argv: list[str] | None = None) -> int:
     print("difference-of-means norms by layer: " + ", ".join(f"L{l} {v.norm():.2f}" for l, v in directions.items()))
     selections = {}
     for kind in ("affine", "projection"):
-        selection = steering.select_refusal_direction(model, sel_harm, sel_benign, chat.REFUSAL_TOKEN, directions,
-                                                      ablation=kind)
+        with warnings.catch_warnings():  # "no candidate passed" is printed below
+            warnings.simplefilter("ignore")
+            selection = steering.select_refusal_direction(model, sel_harm, sel_benign, chat.REFUSAL_TOKEN, directions,
+                                                          ablation=kind)
         selections[kind] = selection
         print(f"\nselection, {kind} ablation (first-token scores on train pairs with fresh fillers):\n{selection}")
 
-    results = {}
-    for kind, selection in selections.items():
-        if selection.best_layer is None:
-            print(f"{kind}: no candidate passed; evaluating the layer with the lowest ablated refusal")
-            layer = min(selection.candidates, key=lambda c: c.refusal_ablated).layer
-        else:
-            layer = selection.best_layer
-        offsets = selection.offsets[layer]
-        every = behaviour(steering.directional_ablation_hooks(model, directions[layer], offsets))
-        from_last = behaviour(lambda prompts, d=directions[layer], o=offsets:
-                              steering.directional_ablation_hooks(model, d, o, start=prompts.last))
-        results[kind] = (layer, offsets, every, from_last)
+    def chosen(selection) -> int:
+        """The selected layer; where none passes the filters, the lowest ablated refusal (then the lowest KL)."""
+        if selection.best_layer is not None:
+            return selection.best_layer
+        return min(selection.candidates, key=lambda c: (c.refusal_ablated, c.kl_ablated)).layer
 
-    print("\nablation at every position (= the orthogonalised weights) and from the last prompt token on (hooks only):")
-    for kind, (layer, _, every, from_last) in results.items():
-        for where, after in (("every position", every), ("from the last prompt token", from_last)):
+    layer = chosen(selections["affine"])
+    if selections["affine"].best_layer is None:
+        print(f"\nno candidate passed the filters (KL <= 0.1, added refusal >= 0.5); evaluating L{layer}, the lowest "
+              "ablated refusal under affine ablation")
+    windows = {"every position": lambda p: {},
+               "from the last prompt token": lambda p: {"start": p.last},
+               "at the last prompt token only": lambda p: {"start": p.last, "stop": p.last + 1}}
+    print(f"\nthe L{layer} direction ablated (every position = the orthogonalised weights; the windows are hooks only):")
+    for kind in ("affine", "projection"):
+        offsets = selections[kind].offsets[layer]
+        for where, window in windows.items():
+            after = behaviour(lambda prompts, o=offsets, w=window:
+                              steering.directional_ablation_hooks(model, directions[layer], o, **w(prompts)))
             refusal_ok = base["harmful refusal"] >= 0.95 and after["harmful refusal"] <= 0.05
-            drop_help = base["benign help"] - after["benign help"]
-            drop_cap = base["capability"] - after["capability"]
-            print(f"{kind} ablation of the L{layer} direction, {where}: held-out harmful refusal "
-                  f"{base['harmful refusal']:.3f} -> {after['harmful refusal']:.3f} "
-                  f"(target >= 0.95 -> <= 0.05: {_met(refusal_ok)})")
-            print(f"  benign help {base['benign help']:.3f} -> {after['benign help']:.3f}, capability "
-                  f"{base['capability']:.3f} -> {after['capability']:.3f}, benign refusal "
-                  f"{after['benign refusal']:.3f} (drop <= 0.02: {_met(drop_help <= 0.02 and drop_cap <= 0.02)})")
+            drop_ok = base["benign help"] - after["benign help"] <= 0.02 and \
+                base["capability"] - after["capability"] <= 0.02
+            print(f"  {kind}, {where}: held-out harmful refusal {base['harmful refusal']:.3f} -> "
+                  f"{after['harmful refusal']:.3f} ({_met(refusal_ok)}); benign help {after['benign help']:.3f}, "
+                  f"capability {after['capability']:.3f}, benign refusal {after['benign refusal']:.3f} "
+                  f"(drop <= 0.02: {_met(drop_ok)})")
+    if not args.quick:
+        print("\nevery direction, ablated at every position: harmful refusal / benign help / capability")
+        for kind in ("affine", "projection"):
+            cells = []
+            for candidate in range(1, n_layers + 1):
+                after = behaviour(steering.directional_ablation_hooks(model, directions[candidate],
+                                                                      selections[kind].offsets[candidate]))
+                cells.append(f"L{candidate} {after['harmful refusal']:.2f}/{after['benign help']:.2f}/"
+                             f"{after['capability']:.2f}")
+            print(f"  {kind:<10} " + " | ".join(cells))
+    edit_offsets = {"affine": selections["affine"].offsets[layer], "projection": None}
 
-    layer, offsets = results["affine"][:2]
     direction = directions[layer]
 
     # ------------------------------------------------------------------ random directions of the same norm
@@ -168,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     tokens = check.tokens[:, :int(check.last.max()) + 1]
     edited = {}
     diffs = []
-    for kind, (kind_layer, kind_offsets, *_) in results.items():
-        edited[kind] = steering.orthogonalize_weights(model, directions[kind_layer], kind_offsets)
+    for kind in ("affine", "projection"):
+        kind_offsets = edit_offsets[kind]
+        edited[kind] = steering.orthogonalize_weights(model, direction, kind_offsets)
         with torch.no_grad():
             hooked = model.run_with_hooks(
-                tokens, fwd_hooks=steering.directional_ablation_hooks(model, directions[kind_layer], kind_offsets))
+                tokens, fwd_hooks=steering.directional_ablation_hooks(model, direction, kind_offsets))
             diffs.append((edited[kind](tokens) - hooked).abs().max().item())
     print(f"\nweight orthogonalisation vs hook ablation, max |logit difference| over {tokens.shape[0]} prompts: "
           f"affine {diffs[0]:.1e}, projection {diffs[1]:.1e} (target <= 1e-4: {_met(max(diffs) <= 1e-4)})")

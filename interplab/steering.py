@@ -286,37 +286,48 @@ def write_point_means(model, tokens: Tokens, positions: Positions, direction: Fl
     return {name: float((acts[name].double() @ unit).mean()) for name in names}
 
 
-def _ablation_hook(unit: torch.Tensor, offset: float, start: Positions = None) -> Callable:
+def _ablation_hook(unit: torch.Tensor, offset: float, start: Positions = None, stop: Positions = None) -> Callable:
     def hook_fn(act, hook):
         u = unit.to(device=act.device, dtype=act.dtype)
         change = ((act @ u) - offset)[..., None] * u
-        if start is None:
+        if start is None and stop is None:
             return act - change
-        lo = _row_bound(start, act.shape[0], act.device)
-        keep = torch.arange(act.shape[1], device=act.device)[None] >= lo[:, None]
+        t = torch.arange(act.shape[1], device=act.device)[None]
+        keep = torch.ones(act.shape[0], act.shape[1], dtype=torch.bool, device=act.device)
+        lo, hi = _row_bound(start, act.shape[0], act.device), _row_bound(stop, act.shape[0], act.device)
+        if lo is not None:
+            keep &= t >= lo[:, None]
+        if hi is not None:
+            keep &= t < hi[:, None]
         return act - keep[..., None].to(act.dtype) * change
 
     return hook_fn
 
 
 def directional_ablation_hooks(model, direction: Float[torch.Tensor, " d"],
-                               offsets: Mapping[str, float] | None = None, start: Positions = None) -> list[Hook]:
+                               offsets: Mapping[str, float] | None = None, start: Positions = None,
+                               stop: Positions = None) -> list[Hook]:
     """``fwd_hooks`` that set ``direction``'s component of every residual write, at every position.
 
     ``offsets=None``: project it out, ``h <- h - (h.u) u`` (Arditi et al. 2024). With ``offsets`` from
     :func:`write_point_means`: ``h <- h - (h.u - c_k) u``, the component set to ``c_k`` at write ``k``
     (affine ablation). ``u`` is ``direction`` normalised.
 
-    ``start`` (an int or one position per prompt, e.g. each prompt's last token) ablates only from that
-    position on: the request's own tokens keep their representation and only the decision and the answer
-    are edited. No weight edit does that (:func:`orthogonalize_weights` is the every-position version)."""
+    ``start``/``stop`` (an int or one position per prompt) ablate only at positions ``start <= t < stop``:
+    ``start=last`` leaves the request's own tokens alone and edits the decision and the answer;
+    ``start=last, stop=last + 1`` edits the decision only. No weight edit does that
+    (:func:`orthogonalize_weights` is the every-position version)."""
     unit = _unit(model, direction).float()
     values = _check_offsets(model, offsets)
-    if start is not None and not isinstance(start, int):
-        start = torch.as_tensor(start).long()
-        if start.ndim != 1:
-            raise ValueError(f"start must be an int or one position per prompt ([batch]), got shape {tuple(start.shape)}")
-    return [(name, _ablation_hook(unit, values[name], start)) for name in residual_write_hooks(model)]
+    bounds = []
+    for bound in (start, stop):
+        if bound is not None and not isinstance(bound, int):
+            bound = torch.as_tensor(bound).long()
+            if bound.ndim != 1:
+                raise ValueError(f"start/stop must be an int or one position per prompt ([batch]), got shape "
+                                 f"{tuple(bound.shape)}")
+        bounds.append(bound)
+    return [(name, _ablation_hook(unit, values[name], *bounds)) for name in residual_write_hooks(model)]
 
 
 def _inner(module):
