@@ -4,7 +4,9 @@
   then restore the clean output of one component (the block's residual output, the
   MLP output or the attention output) at one (layer, position), and measure how much
   of the answer's probability comes back. All (layer, position) restorations of a
-  component run as a few big batched forward passes, not one pass each.
+  component run as rows of a few big batched forward passes, not one pass each, and restorations
+  that cannot reach the answer (before the subject, after the answer, off-answer in the last layer)
+  are not run at all.
 - ``rome_edit``: a rank-one change to one MLP's output weights that makes the MLP
   write a new value ``v* = v + delta`` for the subject's key ``k*``, while keys
   that look like the rest of the text (the key covariance ``C``) change as little
@@ -218,7 +220,11 @@ def causal_trace(
     Noise ``N(0, (noise * s)^2)``, with ``s`` the std of the clean token embeddings at the subject positions,
     is added to the embeddings (``hook_embed``) at ``subject_positions`` (a [batch, seq] mask, shared
     positions, or [batch, k] positions); ``samples`` noise draws per prompt, seeded. Then each component's
-    clean output is restored at one (layer, position) at a time: one row of a big batch per restoration.
+    clean output is restored at one (layer, position) at a time: one row of a big batch per restoration and
+    noise sample, up to ``max_batch`` rows a pass. Rows that cannot change the answer in a causal model are
+    not run but set to ``p_corrupt``, which is what running them gives: positions before a prompt's first
+    subject token (the corrupted run equals the clean run there), positions after its answer (padding), and
+    last-layer positions other than the answer (they reach only their own logits).
     """
     tokens, answer_pos = encode_prompts(model, prompts)
     batch, seq = tokens.shape
@@ -246,42 +252,58 @@ def causal_trace(
     noise_draw = torch.randn(samples, batch, seq, embed.shape[-1], generator=generator) * sd
     noise_draw = (noise_draw * subject_mask[None, :, :, None]).to(device=device, dtype=embed.dtype)
 
-    def corrupt_hook(copies: int):
-        tiled = noise_draw.repeat(copies, 1, 1, 1).reshape(-1, seq, embed.shape[-1])
-
-        def hook(act, hook):
-            return act + tiled
-        return hook
-
-    corrupt_logits = model.run_with_hooks(tokens_d.repeat(samples, 1), fwd_hooks=[(EMBED_HOOK, corrupt_hook(1))])
+    all_noise = noise_draw.reshape(-1, seq, embed.shape[-1])  # row s * batch + b
+    corrupt_logits = model.run_with_hooks(tokens_d.repeat(samples, 1),
+                                          fwd_hooks=[(EMBED_HOOK, lambda act, hook: act + all_noise)])
     p_corrupt = _answer_probs(corrupt_logits, pos_d, answers_d, samples).view(samples, batch).mean(0).cpu()
 
-    pairs = [(l, t) for l in range(n_layers) for t in range(seq)]
-    per_pass = max(1, max_batch // (samples * batch))
-    chunks = [pairs[i:i + per_pass] for i in range(0, len(pairs), per_pass)]
-    p_restored = torch.empty(len(components), n_layers, seq, batch)
-    bar = tqdm(total=len(components) * len(chunks), desc="causal tracing",
-               disable=not progress or len(components) * len(chunks) < 3)
-    for c, component in enumerate(components):
-        for chunk in chunks:
-            copies = len(chunk)
-            hooks = [(EMBED_HOOK, corrupt_hook(copies))]
-            for layer in sorted({l for l, _ in chunk}):
-                js = torch.tensor([j for j, (l, _) in enumerate(chunk) if l == layer], device=device)
-                ts = torch.tensor([t for l, t in chunk if l == layer], device=device)
-                clean = cache[COMPONENT_HOOKS[component].format(layer=layer)][:, ts].transpose(0, 1)[:, None]
+    # Rows that can change the answer: (component, layer, position, prompt). The rest are p_corrupt exactly:
+    # - before the prompt's first corrupted position the corrupted run *is* the clean run (the noise enters at
+    #   the subject and causal attention never carries it backwards), so restoring there restores nothing;
+    # - after the answer position (right padding), a position cannot reach the answer;
+    # - in the last layer, a component's output at a position only reaches that position's logits.
+    first = subject_mask.float().argmax(-1)
+    position = torch.arange(seq)
+    wanted = (position[None] >= first[:, None]) & (position[None] <= answer_pos[:, None])  # [batch, seq]
+    wanted = wanted[None].expand(n_layers, batch, seq).clone()
+    wanted[-1] = position[None] == answer_pos[:, None]
+    layer_i, prompt_i, pos_i = wanted.nonzero(as_tuple=True)
+    count = len(layer_i)
+    comp_i = torch.arange(len(components)).repeat_interleave(count)
+    layer_i, prompt_i, pos_i = layer_i.repeat(len(components)), prompt_i.repeat(len(components)), pos_i.repeat(len(components))
 
-                def restore(act, hook, js=js, ts=ts, clean=clean, copies=copies):
-                    act = act.clone()
-                    view = act.view(copies, samples, batch, seq, act.shape[-1])
-                    view[js, :, :, ts] = clean.to(act.dtype)
-                    return act
-                hooks.append((COMPONENT_HOOKS[component].format(layer=layer), restore))
-            out = model.run_with_hooks(tokens_d.repeat(copies * samples, 1), fwd_hooks=hooks)
-            probs = _answer_probs(out, pos_d, answers_d, copies * samples).view(copies, samples, batch).mean(1).cpu()
-            for j, (l, t) in enumerate(chunk):
-                p_restored[c, l, t] = probs[j]
-            bar.update(1)
+    p_restored = p_corrupt[None, None, None].repeat(len(components), n_layers, seq, 1)
+    per_pass = max(1, max_batch // samples)
+    starts = range(0, len(comp_i), per_pass)
+    bar = tqdm(total=len(starts), desc="causal tracing", disable=not progress or len(starts) < 3)
+    sample_of_row = torch.arange(samples)
+    for start in starts:
+        cs, ls = comp_i[start:start + per_pass], layer_i[start:start + per_pass]
+        bs, ts = prompt_i[start:start + per_pass], pos_i[start:start + per_pass]
+        row_prompt = bs.repeat_interleave(samples)  # row j * samples + s: restoration j, noise sample s
+        row_noise = noise_draw[sample_of_row.repeat(len(bs)).to(device), row_prompt.to(device)]
+
+        def corrupt(act, hook, row_noise=row_noise):
+            return act + row_noise
+        hooks = [(EMBED_HOOK, corrupt)]
+        for c, layer in sorted(set(zip(cs.tolist(), ls.tolist()))):
+            js = ((cs == c) & (ls == layer)).nonzero().flatten()
+            name = COMPONENT_HOOKS[components[c]].format(layer=layer)
+            rows = (js[:, None] * samples + sample_of_row).flatten().to(device)
+            at = ts[js].repeat_interleave(samples).to(device)
+            clean = cache[name][bs[js].to(device), ts[js].to(device)].repeat_interleave(samples, 0)
+
+            def restore(act, hook, rows=rows, at=at, clean=clean):
+                act = act.clone()
+                act[rows, at] = clean.to(act.dtype)
+                return act
+            hooks.append((name, restore))
+        row_prompt_d = row_prompt.to(device)
+        out = model.run_with_hooks(tokens_d[row_prompt_d], fwd_hooks=hooks)
+        rows_all = torch.arange(len(row_prompt), device=device)
+        probs = out[rows_all, pos_d[row_prompt_d]].float().softmax(-1)[rows_all, answers_d[row_prompt_d]]
+        p_restored[cs, ls, ts, bs] = probs.view(len(bs), samples).mean(1).cpu()
+        bar.update(1)
     bar.close()
     return CausalTrace(components=tuple(components), p_clean=p_clean, p_corrupt=p_corrupt, p_restored=p_restored,
                        noise_sd=sd)
@@ -433,6 +455,15 @@ def _add_at_positions(vector: torch.Tensor, positions: torch.Tensor):
     return hook
 
 
+def _stack_padded(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Two right-padded token batches as one (padding after a prompt's answer cannot reach it)."""
+    width = max(first.shape[1], second.shape[1])
+    out = torch.zeros(first.shape[0] + second.shape[0], width, dtype=first.dtype, device=first.device)
+    out[:first.shape[0], :first.shape[1]] = first
+    out[first.shape[0]:, :second.shape[1]] = second
+    return out
+
+
 def _final_log_probs(logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return logits[torch.arange(logits.shape[0], device=logits.device), positions].float().log_softmax(-1)
 
@@ -448,9 +479,10 @@ def rome_edit(
     steps: int = 300,
     lr: float = 0.2,
     kl_weight: float = 2.0,
-    l2_weight: float = 1e-3,
+    l2_weight: float = 1e-4,
     stop_probability: float = 0.9,
     ridge: float = 1e-3,
+    relax_every: int | None = 50,
 ) -> WeightEdit:
     """A ROME-style rank-one edit of layer ``layer``'s MLP output weights, so ``prompts`` answer ``target``.
 
@@ -458,7 +490,10 @@ def rome_edit(
     2. ``delta``: a vector added to the MLP output at that token, found with Adam; its loss is the NLL of
        ``target`` on ``prompts`` + ``kl_weight`` x KL(before || after) on ``preserve_prompts`` (the subject's
        *other* facts, ROME's "essence" term) + ``l2_weight`` |delta|^2. Stops once ``target`` is top-1 with
-       probability > ``stop_probability`` on every prompt.
+       probability > ``stop_probability`` on every prompt. Where the KL term holds ``target`` below the top
+       answer (the subject's facts share one key, so a new value pulls on the others), the KL weight halves
+       after every ``relax_every`` steps in which ``target`` is not yet top-1 on every prompt: an edit that
+       does not take is no use, so the edit buys efficacy with as little specificity as it needs.
     3. ``W_out += delta (C^-1 k*)^T / (k*^T C^-1 k*)``, ``C`` = ``covariance`` + ridge x mean diagonal.
     The model is left unchanged; use ``edit.applied(model)``.
     """
@@ -477,39 +512,39 @@ def rome_edit(
     device = model_device(model)
     tokens, answer_pos, subject_pos = tokens.to(device), answer_pos.to(device), subject_pos.to(device)
     key_name, out_name = KEY_HOOK.format(layer=layer), COMPONENT_HOOKS["mlp"].format(layer=layer)
+    n_edit = tokens.shape[0]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == key_name)
-        keys = cache[key_name][torch.arange(tokens.shape[0], device=device), subject_pos].float()
+        keys = cache[key_name][torch.arange(n_edit, device=device), subject_pos].float()
         k_star = keys.mean(0)
-        preserve = None
-        if preserve_prompts is not None:
+        if preserve_prompts is not None:  # one batch: the edit's prompts, then the ones to keep
             p_tokens, p_answer = encode_prompts(model, preserve_prompts)
             p_subject = subject_last_positions(model, p_tokens, subject).to(device)
-            p_tokens, p_answer = p_tokens.to(device), p_answer.to(device)
-            before = _final_log_probs(model(p_tokens), p_answer)
-            preserve = (p_tokens, p_answer, p_subject, before)
+            tokens = _stack_padded(tokens, p_tokens.to(device))
+            answer_pos, subject_pos = torch.cat([answer_pos, p_answer.to(device)]), torch.cat([subject_pos, p_subject])
+            before = _final_log_probs(model(tokens[n_edit:]), answer_pos[n_edit:])
     d_model = weight.shape[1] if transposed else weight.shape[0]
     delta = torch.zeros(d_model, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=lr)
-    targets = torch.full((tokens.shape[0],), target_id, device=device)
-    steps_taken = 0
+    targets = torch.full((n_edit,), target_id, device=device)
+    rows = torch.arange(n_edit, device=device)
+    if relax_every is not None and relax_every < 1:
+        raise ValueError(f"relax_every must be a positive number of steps or None; got {relax_every}")
+    steps_taken, weight_now = 0, kl_weight
     with _frozen(model), torch.enable_grad():
         for steps_taken in range(1, steps + 1):
             log_probs = _final_log_probs(
                 model.run_with_hooks(tokens, fwd_hooks=[(out_name, _add_at_positions(delta, subject_pos))]), answer_pos)
-            nll = -log_probs[torch.arange(len(targets)), targets]
-            loss = nll.mean() + l2_weight * delta.pow(2).sum()
-            if preserve is not None:
-                p_tokens, p_answer, p_subject, before = preserve
-                after = _final_log_probs(
-                    model.run_with_hooks(p_tokens, fwd_hooks=[(out_name, _add_at_positions(delta, p_subject))]),
-                    p_answer)
-                loss = loss + kl_weight * torch.nn.functional.kl_div(after, before, log_target=True,
+            on_top = bool((log_probs[:n_edit].detach().argmax(-1) == targets).all())
+            if relax_every is not None and steps_taken % relax_every == 0 and not on_top:
+                weight_now /= 2
+            loss = -log_probs[rows, targets].mean() + l2_weight * delta.pow(2).sum()
+            if preserve_prompts is not None:
+                loss = loss + weight_now * torch.nn.functional.kl_div(log_probs[n_edit:], before, log_target=True,
                                                                      reduction="batchmean")
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the edit's loss became {loss.item()} at step {steps_taken}; lower lr ({lr})")
-            probs = log_probs.detach().exp()
-            if (probs.argmax(-1) == targets).all() and (probs[:, target_id] > stop_probability).all():
+            if on_top and (log_probs[:n_edit, target_id].detach().exp() > stop_probability).all():
                 break
             optimizer.zero_grad()
             loss.backward()
@@ -524,7 +559,7 @@ def rome_edit(
         raise FloatingPointError("the rank-one update is not finite; is the covariance singular? raise `ridge`")
     return WeightEdit(method="rome", layer=layer, deltas={name: update.cpu()},
                       info={"steps": steps_taken, "delta": delta.cpu(), "key": k_star.cpu(),
-                            "target": target_id})
+                            "target": target_id, "kl_weight": weight_now})
 
 
 def finetune_edit(

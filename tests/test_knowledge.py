@@ -41,6 +41,28 @@ def test_batched_tracing_equals_the_per_position_loop(model):
     assert not torch.equal(other.p_corrupt, batched.p_corrupt)
 
 
+def test_batched_tracing_skips_only_restorations_that_cannot_reach_the_answer(model):
+    """Prompts of different layouts (subject at different places, right padding): the batched trace, which
+    does not run restorations before the subject, after the answer or off-answer in the last layer, equals
+    the loop, which runs them all."""
+    tokens = torch.randint(5, 50, (3, 7), generator=torch.Generator().manual_seed(4))
+    subject = torch.zeros(3, 7, dtype=torch.bool)
+    subject[0, 1:3], subject[1, 3:5], subject[2, 2] = True, True, True
+    answer_pos = torch.tensor([6, 5, 3])  # prompts 1 and 2 are right-padded
+    answers = torch.tensor([5, 6, 7])
+    batched = knowledge.causal_trace(model, (tokens, answer_pos), subject, answers, samples=2, seed=1,
+                                     max_batch=16, progress=False)
+    loop = knowledge.causal_trace_loop(model, (tokens, answer_pos), subject, answers, samples=2, seed=1)
+    torch.testing.assert_close(batched.p_restored, loop.p_restored, atol=1e-5, rtol=1e-4)
+    # the skipped cells are p_corrupt exactly: before prompt 1's subject, after prompt 2's answer, last layer
+    assert torch.equal(batched.p_restored[:, :, :3, 1], batched.p_corrupt[1].expand(3, 2, 3))
+    assert torch.equal(batched.p_restored[:, :, 4:, 2], batched.p_corrupt[2].expand(3, 2, 3))
+    assert torch.equal(batched.p_restored[:, -1, :6, 0], batched.p_corrupt[0].expand(3, 6))
+    # restoring the last block's output at the answer gives the clean probability back
+    torch.testing.assert_close(batched.p_restored[0, -1, answer_pos, torch.arange(3)], batched.p_clean,
+                               atol=1e-5, rtol=1e-4)
+
+
 def test_bucketed_tracing_averages_per_prompt_and_checks_shapes(model):
     tokens, answers = _prompts(), torch.tensor([5, 6, 7])
     trace = knowledge.causal_trace(model, tokens, [2, 3], answers, components=("mlp",), samples=1, progress=False)
@@ -88,6 +110,21 @@ def test_rome_update_is_rank_one_and_writes_delta_at_the_key(model):
     assert (after[hook][0, :2] - before[hook][0, :2]).norm() < change.norm()
     # leaving the context restores the weights exactly
     assert torch.equal(dict(model.named_parameters())[name], weight)
+
+
+def test_rome_relaxes_the_kl_weight_only_while_the_edit_does_not_take(model):
+    tokens = _prompts(n=2, seed=2)
+    covariance = torch.eye(model.cfg.d_mlp)
+    with torch.no_grad():
+        worst = int(model(tokens[:1])[0, -1].argmin())  # not the top answer after a few tiny steps
+    edit = knowledge.rome_edit(model, tokens[:1], [3, 4], worst, layer=0, covariance=covariance,
+                               preserve_prompts=tokens[1:], steps=4, lr=1e-4, kl_weight=2.0, relax_every=2)
+    assert edit.info["steps"] == 4 and edit.info["kl_weight"] == pytest.approx(0.5)  # halved at steps 2 and 4
+    fixed = knowledge.rome_edit(model, tokens[:1], [3, 4], worst, layer=0, covariance=covariance,
+                                preserve_prompts=tokens[1:], steps=4, lr=1e-4, kl_weight=2.0, relax_every=None)
+    assert fixed.info["kl_weight"] == 2.0
+    with pytest.raises(ValueError, match="relax_every must be"):
+        knowledge.rome_edit(model, tokens[:1], [3, 4], worst, layer=0, covariance=covariance, relax_every=0)
 
 
 def test_finetune_edit_touches_only_that_mlp_and_restores_the_model(model):
