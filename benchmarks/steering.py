@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     windows = {"every position": lambda p: {},
                "from the last prompt token": lambda p: {"start": p.last},
                "at the last prompt token only": lambda p: {"start": p.last, "stop": p.last + 1}}
+    if args.quick:
+        windows.pop("from the last prompt token")
     print(f"\nthe L{layer} direction ablated (every position = the orthogonalised weights; the windows are hooks only):")
     for kind in ("affine", "projection"):
         offsets = selections[kind].offsets[layer]
@@ -144,6 +146,17 @@ def main(argv: list[str] | None = None) -> int:
                              f"{after['capability']:.2f}")
             print(f"  {kind:<10} " + " | ".join(cells))
     edit_offsets = {"affine": selections["affine"].offsets[layer], "projection": None}
+    unit = directions[layer] / directions[layer].norm()
+    name = steering.resid_hook(model, layer)
+    groups = {"harmful": harmful, "benign": benign}
+    groups.update({kind: capability.subset(capability.kind == chat.KINDS.index(kind)) for kind in ("colour", "repeat", "add")})
+    spread = []
+    for group, prompts in groups.items():
+        along = probes.collect_activations(model, prompts.tokens, name, prompts.last, progress=False)[name] @ unit
+        spread.append(f"{group} {along.mean():.2f} +- {along.std():.2f}")
+    print(f"\ncomponent along the L{layer} direction at the last prompt token ({name}), mean +- sd: " + ", ".join(spread))
+    print("  (affine ablation sets every prompt's component to one benign value: capability prompts sit between the "
+          "two classes and spread widely along it)")
 
     direction = directions[layer]
 
