@@ -12,7 +12,9 @@
   ``h <- h - (h.u) u``; per-write offsets ``c_k`` (:func:`write_point_means`, the benign prompts' mean
   component) give affine ablation, ``h <- h - (h.u - c_k) u`` (Marshall et al. 2024). In small models the
   benign mean along a refusal direction is often far from zero, so projecting it to zero moves benign
-  prompts too; setting it to the benign mean removes only the difference.
+  prompts too (to refusal, in chat-4l); setting it to the benign mean keeps them on their side. Either way
+  every prompt ends up with the same value along the direction, which costs any task that used it for
+  something else (``start``/``stop`` restrict the edit to some positions).
 - **Weight orthogonalisation** (:func:`orthogonalize_weights`): the same ablation as a weight edit of a copy
   of the model (embedding, positional embedding, every attention and MLP output matrix, offsets in biases),
   so the edited model runs with no hooks. It gives the hook version's logits to float precision.
