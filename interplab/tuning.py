@@ -22,6 +22,7 @@ seeded: the same seed gives the same samples and the same tuned weights on one m
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field
@@ -192,9 +193,25 @@ def response_logprobs(model, tokens: Int[torch.Tensor, "batch seq"], mask: Bool[
     return out / mask.sum(-1).clamp(min=1).to(out.device) if normalize else out
 
 
+def copy_model(model):
+    """An independent copy of a bridge, to tune while the original stays the frozen reference.
+
+    Use this rather than ``copy.deepcopy``: a bridge that has run a forward pass holds hooks bound (by weak
+    reference) to its own modules, and a plain deep copy keeps them, so the copy's forward passes would write
+    into the original (and a later deep copy of the original fails). The hooks are removed before copying; both
+    models re-install their own on their next forward pass.
+    """
+    for module in model.modules():
+        if hasattr(module, "_teardown_capture_hooks"):
+            module._teardown_capture_hooks()
+        if hasattr(module, "_captured_pre_ln_residual"):
+            module._captured_pre_ln_residual = None
+    return copy.deepcopy(model)
+
+
 def _check_pair(policy, reference) -> None:
     if policy is reference:
-        raise ValueError("policy and reference are the same object; tune a copy (copy.deepcopy(base))")
+        raise ValueError("policy and reference are the same object; tune a copy (tuning.copy_model(base))")
     for key in ("d_vocab", "n_ctx"):
         a, b = getattr(policy.cfg, key), getattr(reference.cfg, key)
         if a != b:
@@ -605,7 +622,7 @@ def weight_changes(models: Mapping[str, torch.nn.Module], base) -> dict[str, dic
     return out
 
 
-__all__ = ["EVAL_SEED", "LABELS", "MAX_NEW_TOKENS", "PositionProfile", "PreferencePairs", "RLHistory", "best_of_n",
+__all__ = ["EVAL_SEED", "LABELS", "MAX_NEW_TOKENS", "PositionProfile", "PreferencePairs", "RLHistory", "best_of_n", "copy_model",
            "dpo", "dpo_loss", "expand", "fine_tune", "held_out_prompts", "judge_model", "judge_responses",
            "kl_by_position", "kl_summary", "pack", "parameter_group", "position_labels", "preference_pairs",
            "response_logprobs", "rloo", "rloo_advantages", "sample", "sft", "shift_summary", "token_logprobs",

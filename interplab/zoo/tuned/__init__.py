@@ -13,7 +13,6 @@ relative weight change; ``tests/test_tuned_models.py`` re-measures the key numbe
 """
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any, Callable
 
@@ -58,7 +57,7 @@ def train_tuned(name: str, description: str, hyper: dict[str, Any], seed: int,
     torch.manual_seed(seed)
     base = load_base()
     base.eval()
-    policy = copy.deepcopy(base)
+    policy = tuning.copy_model(base)
     start = time.perf_counter()
     curves = tune(policy, base, hyper, seed, progress)
     seconds = time.perf_counter() - start
