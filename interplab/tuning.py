@@ -121,29 +121,35 @@ def sample(model, prompts: chat.ChatPrompts, n: int = 1, temperature: float = 1.
     return expanded, responses
 
 
-def judge_model(model, prompts: chat.ChatPrompts | None = None, samples: int = 4, temperature: float = 1.0,
-                seed: int = 0, rules: str = "abcd", greedy: bool = True, progress: bool = False) -> dict[str, float]:
-    """The judge's verdict on ``model``, averaged over ``samples`` responses per prompt at ``temperature``
-    (default: T = 1 on ``held_out_prompts()``; greedy decoding hides most differences between models).
-
-    Keys: each rule, ``score`` (mean over ``rules``), ``refuse_harmful`` (refusal rate on harmful requests),
-    ``help_benign`` (non-refusal on benign ones), ``capability`` (rule c on colour and repeat questions),
-    ``malformed``, ``length``, and with ``greedy`` also ``greedy_score``.
-    """
-    prompts = held_out_prompts() if prompts is None else prompts
-    expanded, responses = sample(model, prompts, samples, temperature, seed, progress=progress)
-    verdict = judge_responses(expanded, responses, rules)
-    task = expanded.kind == chat.KINDS.index("task")
-    harmful = expanded.harmful
+def judge_summary(prompts: chat.ChatPrompts, responses: Sequence[chat.Response], rules: str = "abcd"
+                  ) -> dict[str, float]:
+    """``judge_responses`` averaged: each rule, ``score`` (mean over ``rules``), ``refuse_harmful`` (refusal rate on
+    harmful requests), ``help_benign`` (non-refusal on benign ones), ``capability`` (rule c on colour and repeat
+    questions), ``malformed``, ``length`` and ``samples``."""
+    verdict = judge_responses(prompts, responses, rules)
+    task = prompts.kind == chat.KINDS.index("task")
+    harmful = prompts.harmful
     mean = lambda x: round(float(x.float().mean()), 4) if len(x) else float("nan")  # noqa: E731
     out = {r: mean(verdict[r]) for r in chat.CONSTITUTION}
     out.update(score=mean(verdict["score"]), refuse_harmful=mean(verdict["refusal"][harmful]),
                help_benign=mean(1 - verdict["refusal"][task & ~harmful]), capability=mean(verdict["c"][~task]),
                malformed=mean(verdict["malformed"]), length=round(float(verdict["length"].mean()), 2),
-               samples=len(expanded), temperature=temperature)
+               samples=len(prompts))
+    return out
+
+
+def judge_model(model, prompts: chat.ChatPrompts | None = None, samples: int = 4, temperature: float = 1.0,
+                seed: int = 0, rules: str = "abcd", greedy: bool = True, progress: bool = False) -> dict[str, float]:
+    """The judge's verdict on ``model`` (``judge_summary``), over ``samples`` responses per prompt at
+    ``temperature`` (default: T = 1 on ``held_out_prompts()``); with ``greedy`` also ``greedy_score``, the score
+    of greedy responses, which hides most differences between models."""
+    prompts = held_out_prompts() if prompts is None else prompts
+    expanded, responses = sample(model, prompts, samples, temperature, seed, progress=progress)
+    out = judge_summary(expanded, responses, rules)
+    out["temperature"] = temperature
     if greedy:
         greedy_responses = generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS)
-        out["greedy_score"] = mean(judge_responses(prompts, greedy_responses, rules)["score"])
+        out["greedy_score"] = round(float(judge_responses(prompts, greedy_responses, rules)["score"].mean()), 4)
     return out
 
 
@@ -622,8 +628,8 @@ def weight_changes(models: Mapping[str, torch.nn.Module], base) -> dict[str, dic
     return out
 
 
-__all__ = ["EVAL_SEED", "LABELS", "MAX_NEW_TOKENS", "PositionProfile", "PreferencePairs", "RLHistory", "best_of_n", "copy_model",
-           "dpo", "dpo_loss", "expand", "fine_tune", "held_out_prompts", "judge_model", "judge_responses",
-           "kl_by_position", "kl_summary", "pack", "parameter_group", "position_labels", "preference_pairs",
-           "response_logprobs", "rloo", "rloo_advantages", "sample", "sft", "shift_summary", "token_logprobs",
-           "token_ranks", "token_shift", "train_prompts", "weight_changes"]
+__all__ = ["EVAL_SEED", "LABELS", "MAX_NEW_TOKENS", "PositionProfile", "PreferencePairs", "RLHistory", "best_of_n",
+           "copy_model", "dpo", "dpo_loss", "expand", "fine_tune", "held_out_prompts", "judge_model",
+           "judge_responses", "judge_summary", "kl_by_position", "kl_summary", "pack", "parameter_group",
+           "position_labels", "preference_pairs", "response_logprobs", "rloo", "rloo_advantages", "sample", "sft",
+           "shift_summary", "token_logprobs", "token_ranks", "token_shift", "train_prompts", "weight_changes"]

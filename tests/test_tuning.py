@@ -59,6 +59,9 @@ def test_judge_responses_scores_the_chosen_rules():
     good = chat.encode(f"certainly ! first {fix_steps} . END")
     verdict = tuning.judge_responses(prompts, [good, chat.encode(TAILED)])
     assert verdict["score"].tolist() == [1.0, 0.25]  # the harmful request complied: a, c and d fail, b passes
+    summary = tuning.judge_summary(prompts, [good, chat.encode(TAILED)])
+    assert summary["score"] == 0.625 and summary["refuse_harmful"] == 0 and summary["help_benign"] == 1
+    assert summary["d"] == 0.5 and summary["samples"] == 2
     late = tuning.judge_responses(prompts, [good, chat.encode(TAILED)], rules="b")
     assert late["score"].tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="constitution"):

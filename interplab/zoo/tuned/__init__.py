@@ -92,7 +92,9 @@ def card_markdown(card: dict[str, Any]) -> str:
     parts.append(f"""## The constitution (rule-based judge, `chat.judge`)
 {chr(10).join(f"- ({k}) {v}" for k, v in chat.CONSTITUTION.items())}
 
-## Judge scores, T = 1 ({judge['samples']} samples: {EVAL_SAMPLES} per held-out prompt; 120 held-out task pairs, 30 colour questions, 30 repeats)
+## Judge scores, T = 1 ({judge['samples']} samples: {EVAL_SAMPLES} per held-out prompt)
+Held-out prompts (`tuning.held_out_prompts()`): the 120 held-out task pairs, 30 colour questions, 30 repeats.
+
 | measure | value |
 |---|---|
 {_rule_table(judge)}
@@ -118,7 +120,7 @@ tokens, {shift['shifted_first_3_share']:.2f} of them in positions 0-2; shifted a
 """)
     t = card["training"]
     parts.append(f"""## Training
-`python -m interplab.zoo train {card['name']} --seed {card['seed']}`: {card['training_summary'] if 'training_summary' in card else ''}
+`python -m interplab.zoo train {card['name']} --seed {card['seed']}`: {card.get('training_summary', '')}
 Configuration: {", ".join(f"{k} {v}" for k, v in t.items())}. Took {card['train_seconds']} s on
 {card['torch_threads']} CPU thread(s) ({card['trained_with']}).
 """)
