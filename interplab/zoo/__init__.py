@@ -28,6 +28,9 @@ RECIPES: dict[str, str] = {
     "facts-4l": "interplab.zoo.facts",
     "chat-4l": "interplab.zoo.chat",
     "chat-base": "interplab.zoo.tuned.base",
+    "chat-sft": "interplab.zoo.tuned.sft",
+    "chat-rl": "interplab.zoo.tuned.rl",
+    "chat-control": "interplab.zoo.tuned.control",
 }
 
 # friendly names for real pretrained models -> Hugging Face ids TransformerLens knows

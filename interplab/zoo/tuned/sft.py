@@ -1,0 +1,41 @@
+"""Recipe for ``chat-sft``: ``chat-base`` fine-tuned on its own best-of-8 samples that the judge fully approves."""
+from __future__ import annotations
+
+from typing import Any
+
+from interplab import tuning
+from interplab.zoo import tuned
+
+NAME = "chat-sft"
+DESCRIPTION = ("chat-base after SFT on its own best-of-8 samples with judge score 1 (rejection sampling): "
+               "follows the constitution at T = 1")
+DEFAULT_SEED = 0
+TRAINING = {"steps": 300, "prompts": 1500, "samples_per_prompt": 8, "rules": "abcd", "lr": 3e-4, "batch_size": 64}
+
+
+def _tune(policy, base, hyper: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
+    prompts = tuning.train_prompts(hyper["prompts"], seed=seed + 100)
+    kept_prompts, kept = tuning.best_of_n(base, prompts, hyper["samples_per_prompt"], hyper["rules"], seed=seed,
+                                          progress=progress)
+    losses = tuning.sft(policy, kept_prompts, kept, hyper["steps"], hyper["lr"], hyper["batch_size"], seed=seed,
+                        progress=progress)
+    return {"final_loss": losses[-1], "curves": {"loss": [round(x, 4) for x in losses]},
+            "data": {"samples": hyper["prompts"] * hyper["samples_per_prompt"], "kept": len(kept),
+                     "prompts_with_a_kept_sample": len(set(kept_prompts.texts))}}
+
+
+def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
+    """Best-of-8 from the shipped base at T = 1, keep judge score 1, then SFT (AdamW, constant lr)."""
+    hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
+    policy, card = tuned.train_tuned(NAME, DESCRIPTION, hyper, seed, _tune, progress)
+    card["training_summary"] = (f"{hyper['prompts']} training prompts x {hyper['samples_per_prompt']} samples of "
+                                f"`chat-base` at T = 1; the {card['data']['kept']} the judge scores 1 on rules "
+                                f"{hyper['rules']} are the SFT data (`tuning.best_of_n`, `tuning.sft`).")
+    return policy, card
+
+
+def evaluate(model) -> dict[str, Any]:
+    return tuned.evaluate(model, tuned.load_base())
+
+
+card_markdown = tuned.card_markdown
