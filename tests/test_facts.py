@@ -139,9 +139,21 @@ def test_rome_edits_a_fact_and_leaves_others_alone(model, card):
     assert edits["rome"]["edits"] >= 50 and edits["layer"] == layer
     assert edits["rome"]["other_subjects_unchanged"] > edits["finetune"]["other_subjects_unchanged"]
     assert edits["rome"]["same_subject_unchanged"] > edits["finetune"]["same_subject_unchanged"]
-    # the issue's specificity targets hold; efficacy and paraphrase sit just under theirs (0.95, 0.90)
+    # the course's targets for 50 edits (benchmarks/knowledge.py re-measures them); same subject has the
+    # least room (0.855 measured): a person's facts share one key
+    assert edits["rome"]["efficacy"] >= 0.95 and edits["rome"]["paraphrase"] >= 0.90
     assert edits["rome"]["other_subjects_unchanged"] >= 0.98 and edits["rome"]["same_subject_unchanged"] >= 0.85
-    assert edits["rome"]["efficacy"] >= 0.9 and edits["rome"]["paraphrase"] >= 0.85
+    assert edits["rome_options"] == recipe.rome_options()  # the card's numbers are the library defaults' numbers
+
+
+def test_card_markdown_is_current_and_states_reproducibility(card):
+    from interplab.zoo import facts as recipe
+    from interplab.zoo import model_dir
+
+    markdown = (model_dir("facts-4l") / "MODEL_CARD.md").read_text()
+    assert markdown == recipe.card_markdown(card), \
+        "MODEL_CARD.md is stale; regenerate it with `python -m interplab.zoo card facts-4l`"
+    assert "## Reproducibility" in markdown and "python -m interplab.zoo train facts-4l" in markdown
 
 
 def test_edit_of_a_subject_the_tokenizer_splits_differently_says_how_to_fix_it(model):

@@ -297,7 +297,7 @@ def rome_options() -> dict[str, float]:
 
     from interplab import knowledge
 
-    keep = ("steps", "lr", "kl_weight", "l2_weight", "stop_probability", "ridge")
+    keep = ("steps", "lr", "kl_weight", "l2_weight", "stop_probability", "ridge", "relax_every")
     return {k: p.default for k, p in inspect.signature(knowledge.rome_edit).parameters.items() if k in keep}
 
 
@@ -348,6 +348,8 @@ def loss_floor(apposition: float) -> float:
 
 
 def card_markdown(card: dict[str, Any]) -> str:
+    from interplab.zoo.training import reproducibility_markdown
+
     m = card["metrics"]
     t = m["tracing"]
     edits = card.get("edits")
@@ -363,7 +365,7 @@ def card_markdown(card: dict[str, Any]) -> str:
 | ROME (rank-one, KL on the subject's other facts) | {r['efficacy']:.3f} | {r['paraphrase']:.3f} | {r['other_subjects_unchanged']:.3f} | {r['same_subject_unchanged']:.3f} | {r['mean_steps']} |
 | fine-tuning the same MLP | {f['efficacy']:.3f} | {f['paraphrase']:.3f} | {f['other_subjects_unchanged']:.3f} | {f['same_subject_unchanged']:.3f} | {f['mean_steps']} |
 
-Method: {edits['method']}. ROME settings: {edits.get('rome_options', {})}.
+Method: {edits['method']}. ROME settings (`knowledge.rome_edit`): {_settings(edits.get('rome_options', {}))}.
 Reproduce with `python benchmarks/knowledge.py`.
 """
     return f"""# {card['name']}
@@ -396,7 +398,12 @@ which of the 8 relations follows, so the loss cannot go below {loss_floor(card['
   {m['never_seen_answered_an_object']:.3f}
 
 {tracing_md}
-{edits_md}"""
+{edits_md}{reproducibility_markdown(card)}"""
+
+
+def _settings(options: dict[str, Any]) -> str:
+    """Sorted, so the card reads the same from a fresh run and from card.json (saved with sorted keys)."""
+    return ", ".join(f"{key}={value}" for key, value in sorted(options.items()))
 
 
 def _tracing_markdown(card: dict[str, Any]) -> str:
