@@ -9,7 +9,8 @@ components are the affine offsets), then everything is measured on held-out (ver
 generation:
   - refusal on held-out harmful requests, base -> direction ablated (projection and affine; at every position,
     which the orthogonalised weights do, and from the last prompt token on, which only hooks can do);
-  - help on held-out benign requests and capability accuracy (colour, repeat, add), base -> ablated;
+  - help on held-out benign requests and capability accuracy (colour, repeat, add), base -> ablated; then the
+    same for the direction with the capability prompts' top principal directions removed (a k sweep);
   - random directions of the same norm: ablated (projection, affine) and added;
   - the refusal direction added to held-out benign requests, a coefficient sweep (monotone?);
   - weight orthogonalisation vs hook ablation, max |logit difference| (fp32);
@@ -32,6 +33,8 @@ import torch
 
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 QUICK_SWEEP = (0.0, 0.5, 1.0)
+PROTECT_SWEEP = (2, 4, 5, 6, 7, 8, 12)  # principal directions of the capability prompts removed from the direction
+PROTECT_K = 7
 N_RANDOM = 5
 
 
@@ -157,6 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncomponent along the L{layer} direction at the last prompt token ({name}), mean +- sd: " + ", ".join(spread))
     print("  (affine ablation sets every prompt's component to one benign value: capability prompts sit between the "
           "two classes and spread widely along it)")
+
+    # the direction with the capability prompts' main directions of variation (around the benign mean) removed
+    fit = chat.capability_prompts(60 if args.quick else 300, seed=7)
+    keep = probes.collect_activations(model, fit.tokens, name, fit.last, progress=False)[name]
+    benign_mean = probes.collect_activations(model, train_tasks.tokens[~train_tasks.harmful], name,
+                                             train_tasks.last[~train_tasks.harmful], progress=False)[name].mean(0)
+    print(f"\nL{layer} direction with the top k principal directions of {len(fit)} other capability prompts removed "
+          "(steering.protect_subspace), affine ablation at every position:")
+    for k in (PROTECT_K,) if args.quick else PROTECT_SWEEP:
+        protected = steering.protect_subspace(directions[layer], keep, k, center=benign_mean)
+        protected_offsets = steering.write_point_means(model, sel_benign.tokens, sel_benign.last, protected)
+        after = behaviour(steering.directional_ablation_hooks(model, protected, protected_offsets))
+        cosine = float(protected @ directions[layer] / protected.norm() / directions[layer].norm())
+        ok = after["harmful refusal"] <= 0.05 and base["benign help"] - after["benign help"] <= 0.02 and \
+            base["capability"] - after["capability"] <= 0.02
+        print(f"  k={k:<2} cosine with the direction {cosine:.2f}: held-out harmful refusal {after['harmful refusal']:.3f}, "
+              f"benign help {after['benign help']:.3f}, capability {after['capability']:.3f}, benign refusal "
+              f"{after['benign refusal']:.3f} (refusal <= 0.05 and drops <= 0.02: {_met(ok)})")
 
     direction = directions[layer]
 

@@ -15,6 +15,8 @@
   prompts too (to refusal, in chat-4l); setting it to the benign mean keeps them on their side. Either way
   every prompt ends up with the same value along the direction, which costs any task that used it for
   something else (``start``/``stop`` restrict the edit to some positions).
+- **Protecting other behaviour** (:func:`protect_subspace`): remove from a direction the main directions along
+  which prompts that must keep working (capability tasks) vary, before ablating it.
 - **Weight orthogonalisation** (:func:`orthogonalize_weights`): the same ablation as a weight edit of a copy
   of the model (embedding, positional embedding, every attention and MLP output matrix, offsets in biases),
   so the edited model runs with no hooks. It gives the hook version's logits to float precision.
@@ -176,6 +178,38 @@ def caa_vector(model, tokens_a: Tokens, tokens_b: Tokens, layer: int, positions_
                positions_b: Positions = -1) -> Float[torch.Tensor, " d"]:
     """Contrastive activation addition (Rimsky et al. 2024): the mean difference over many pairs at ``layer``."""
     return mean_difference_directions(model, tokens_a, tokens_b, positions_a, positions_b, [layer])[layer]
+
+
+def protect_subspace(direction: Float[torch.Tensor, " d"], keep_acts: Float[torch.Tensor, "n d"], n_components: int,
+                     center: Float[torch.Tensor, " d"] | None = None) -> Float[torch.Tensor, " d"]:
+    """``direction`` minus its part in the top ``n_components`` principal directions of ``keep_acts``.
+
+    ``keep_acts``: residuals (same layer and position as the direction) of prompts whose behaviour an ablation
+    must leave alone, e.g. capability tasks. Rows are taken relative to ``center`` (default: their own mean;
+    pass the benign requests' mean to also protect how far they sit from benign requests). Ablating the
+    result cannot erase what those prompts vary along (in the top components), at the price of a direction
+    less aligned with the original: check that it still removes the behaviour."""
+    if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 0:
+        raise ValueError(f"n_components must be an int >= 0, got {n_components!r}")
+    if not isinstance(keep_acts, torch.Tensor) or keep_acts.ndim != 2 or keep_acts.shape[0] == 0:
+        raise ValueError("keep_acts must be a non-empty [n, d_model] tensor (one residual per prompt to protect)")
+    vector = torch.as_tensor(direction).detach().cpu().double()
+    if vector.ndim != 1 or vector.shape[0] != keep_acts.shape[1]:
+        raise ValueError(f"the direction has shape {tuple(vector.shape)} but keep_acts rows have {keep_acts.shape[1]} "
+                         "dimensions: take both at the same hook")
+    if not torch.isfinite(keep_acts).all() or not torch.isfinite(vector).all():
+        raise ValueError("direction and keep_acts must be finite")
+    if n_components > min(keep_acts.shape):
+        raise ValueError(f"n_components={n_components} exceeds what {keep_acts.shape[0]} rows of dimension "
+                         f"{keep_acts.shape[1]} can span")
+    acts = keep_acts.detach().cpu().double()
+    centre = acts.mean(0) if center is None else torch.as_tensor(center).detach().cpu().double()
+    _, _, components = torch.linalg.svd(acts - centre, full_matrices=False)
+    basis = components[:n_components]
+    kept = vector - basis.T @ (basis @ vector)
+    if kept.norm() <= 1e-6 * vector.norm():
+        raise ValueError("the direction lies inside the protected subspace: nothing is left; use fewer components")
+    return kept.to(torch.as_tensor(direction).dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -711,6 +745,6 @@ def chat_prompt_tokens(model, requests: str | Sequence[str], template: str = "ge
 __all__ = ["CHAT_TEMPLATES", "DirectionCandidate", "RefusalDirectionSelection", "actadd_vector",
            "activation_addition_hooks", "add_vector_hook", "benign_kl", "caa_vector", "chat_prompt_tokens",
            "directional_ablation_hooks", "false_positive_rate", "first_token_rate", "format_chat", "help_score",
-           "mean_difference_directions", "next_token_logits", "orthogonalize_weights", "recall_at_fpr",
+           "mean_difference_directions", "next_token_logits", "orthogonalize_weights", "protect_subspace", "recall_at_fpr",
            "refusal_score", "resid_hook", "residual_write_hooks", "select_refusal_direction", "threshold_at_fpr",
            "write_point_means"]

@@ -211,6 +211,26 @@ def test_selection_table_follows_its_filters(model):
         none.direction
 
 
+def test_protect_subspace_removes_the_protected_directions():
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(16, 16, generator=generator))[0]
+    scales = torch.tensor([8.0, 6.0, 4.0] + [0.1] * 13)
+    keep = torch.randn(500, 16, generator=generator) * scales @ basis.T + 3.0
+    direction = torch.randn(16, generator=generator)
+    protected = steering.protect_subspace(direction, keep, 3)
+    assert (protected @ basis[:, :3]).abs().max() < 0.05 * direction.norm()  # the 3 big axes are gone
+    torch.testing.assert_close(protected @ basis[:, 3:], direction @ basis[:, 3:], atol=0.1, rtol=0.1)
+    torch.testing.assert_close(steering.protect_subspace(direction, keep, 0), direction)
+    shifted = steering.protect_subspace(direction, keep, 1, center=keep.mean(0) - 50 * basis[:, 5])
+    assert abs(float(shifted @ basis[:, 5])) < 1e-3  # with a far centre, the mean offset is the top component
+    with pytest.raises(ValueError, match="same hook"):
+        steering.protect_subspace(torch.ones(8), keep, 2)
+    with pytest.raises(ValueError, match="n_components"):
+        steering.protect_subspace(direction, keep, -1)
+    with pytest.raises(ValueError, match="nothing is left"):
+        steering.protect_subspace(direction, keep, 16)
+
+
 # ---------------------------------------------------------------- monitors
 
 def test_threshold_and_recall_at_a_false_positive_rate():
