@@ -29,6 +29,7 @@ RECIPES: dict[str, str] = {
     "chat-4l": "interplab.zoo.chat",
     "chat-base": "interplab.zoo.tuned.base",
     "chat-sft": "interplab.zoo.tuned.sft",
+    "chat-dpo": "interplab.zoo.tuned.dpo",
     "chat-rl": "interplab.zoo.tuned.rl",
     "chat-control": "interplab.zoo.tuned.control",
 }
