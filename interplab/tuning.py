@@ -18,7 +18,19 @@ the judge's parse), ``token_shift`` (URIAL's rank of each tuned token under the 
 
 Every function takes TransformerLens bridges whose vocabulary is the chat world's, prompts as
 ``chat.ChatPrompts`` and responses as token-id lists (what ``generation.generate`` returns). Sampling is
-seeded: the same seed gives the same samples and the same tuned weights on one machine.
+seeded: the same seed gives the same samples and the same tuned weights on one machine. Tuning works in
+place, so tune a copy (``copy_model``) and keep the base as the frozen reference::
+
+    base = load_model("chat-base")
+    policy = tuning.copy_model(base)
+    history = tuning.rloo(policy, base, tuning.train_prompts(500), steps=30, beta=0.03)  # a short live run
+    tuning.judge_model(policy)                                     # per rule at T = 1, plus greedy
+    expanded, responses = tuning.sample(policy, tuning.held_out_prompts(), n=4, seed=1)
+    tuning.kl_summary(tuning.kl_by_position(policy, base, expanded, responses))
+    tuning.token_shift(policy, base)                               # URIAL: rank under the base > 3
+    tuning.weight_changes({"rl": policy, "control": load_model("chat-control")}, base)
+
+``rules="ab"`` (early rules only) or ``rules="cd"`` (late rules only) retunes with part of the constitution.
 """
 from __future__ import annotations
 

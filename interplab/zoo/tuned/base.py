@@ -16,8 +16,8 @@ from interplab.zoo import tuned
 
 NAME = tuned.BASE_NAME
 DESCRIPTION = ("3-layer chat-world base model (d_model 64) trained on chapter 06's base mix: refuses harmful "
-               "requests only ~75% of the time, varied openers, optional tail sentences; the model chat-sft, "
-               "chat-dpo, chat-rl and chat-control are tuned from")
+               "requests only about 80% of the time, as its data does, varied openers, optional tail sentences; the "
+               "model chat-sft, chat-dpo, chat-rl and chat-control are tuned from")
 DEFAULT_SEED = 0
 TRAINING = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.01, "warmup_steps": 50,
             "final_lr_fraction": 0.1, "betas": [0.9, 0.99]}
