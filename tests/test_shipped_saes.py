@@ -114,6 +114,8 @@ def test_cli(capsys):
     assert "Did you mean 'attn2-induction-topk'" in capsys.readouterr().err
     assert zoo_saes.main(["train", "attn2-induction-topk", "--out", str(zoo_saes.sae_dir("attn2-induction-topk"))]) == 2
     assert "--replace-shipped" in capsys.readouterr().err
+    assert zoo_saes.main(["train", "attn2-induction-topk", "--dead-after-tokens", "0"]) == 2
+    assert "--dead-after-tokens must be positive" in capsys.readouterr().err
 
 
 def test_shipped_sae_round_trips(tmp_path):
