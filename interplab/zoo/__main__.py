@@ -68,6 +68,7 @@ def list_command() -> int:
     status = "" if minilm.available() else f"  [not installed: {minilm.INSTALL_HINT}]"
     print(f"{minilm.NAME:24s} {minilm.DESCRIPTION}{status}")
     print(f"\nretrain one with `{python_command()} -m interplab.zoo train NAME` (writes to ~/.cache/interplab/zoo/NAME)")
+    print(f"shipped sparse autoencoders: `{python_command()} -m interplab.zoo.saes list`")
     return 0
 
 
