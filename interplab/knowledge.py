@@ -482,7 +482,7 @@ def rome_edit(
     l2_weight: float = 1e-4,
     stop_probability: float = 0.9,
     ridge: float = 1e-3,
-    relax_every: int | None = 50,
+    relax_every: int | None = 100,
 ) -> WeightEdit:
     """A ROME-style rank-one edit of layer ``layer``'s MLP output weights, so ``prompts`` answer ``target``.
 

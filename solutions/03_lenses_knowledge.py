@@ -596,7 +596,7 @@ print(f"MLP peak here: layer {peak_layer}, '{facts.BUCKETS[peak_bucket]}', {mlp_
 # changing what that MLP writes for that one key. ROME (Meng et al. 2022) does it in two steps:
 # 1. find a vector `delta` which, added to the MLP's output at the subject, makes the model say the new
 #    object (a few steps of Adam, while a KL term keeps the person's *other* facts as they were; where
-#    that term keeps the new object from the top, the library halves its weight every 50 steps until the
+#    that term keeps the new object from the top, the library halves its weight every 100 steps until the
 #    edit takes, because a person's facts share one key and some new values cannot avoid pulling on them);
 # 2. change `W_out` (`[d_model, d_mlp]`) by a rank-one matrix so that `W_out k*` grows by exactly `delta`, while
 #    keys that ordinary text produces move as little as possible. With `C` the keys' covariance over

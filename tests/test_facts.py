@@ -140,7 +140,7 @@ def test_rome_edits_a_fact_and_leaves_others_alone(model, card):
     assert edits["rome"]["other_subjects_unchanged"] > edits["finetune"]["other_subjects_unchanged"]
     assert edits["rome"]["same_subject_unchanged"] > edits["finetune"]["same_subject_unchanged"]
     # the course's targets for 50 edits (benchmarks/knowledge.py re-measures them); same subject has the
-    # least room (0.855 measured): a person's facts share one key
+    # least room (0.872 measured): a person's facts share one key
     assert edits["rome"]["efficacy"] >= 0.95 and edits["rome"]["paraphrase"] >= 0.90
     assert edits["rome"]["other_subjects_unchanged"] >= 0.98 and edits["rome"]["same_subject_unchanged"] >= 0.85
     assert edits["rome_options"] == recipe.rome_options()  # the card's numbers are the library defaults' numbers
