@@ -274,7 +274,7 @@ def test_same_seed_same_threads_gives_bit_identical_weights():
     assert not torch.equal(first["embed.weight"], other_seed["embed.weight"])
 
 
-@pytest.mark.parametrize("name", ["attn2-induction", "ioi-2l"])
+@pytest.mark.parametrize("name", sorted(zoo.RECIPES))
 def test_model_cards_state_reproducibility_and_match_card_json(name):
     folder = zoo.model_dir(name)
     markdown = (folder / "MODEL_CARD.md").read_text()

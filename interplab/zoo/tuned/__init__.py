@@ -80,6 +80,14 @@ def _rule_table(judge: dict[str, Any]) -> str:
                      for label, key in rows)
 
 
+def _group_order(group: str) -> tuple:
+    """embed, then each layer's groups in layer order, then unembed (card.json stores keys sorted as text)."""
+    if group.startswith("L") and "." in group:
+        layer, part = group[1:].split(".", 1)
+        return (1, int(layer), {"ln": 0, "attn": 1, "mlp": 2}.get(part, 3), part)
+    return (0 if group == "embed" else 2, 0, 0, group)
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     from interplab.zoo.training import reproducibility_markdown
 
@@ -116,7 +124,7 @@ Exact KL(tuned || base) at each response position of the T = 1 samples above, po
 URIAL's token shift of greedy responses (rank under the base > 3): {shift['shifted']:.3f} of {shift['tokens']}
 tokens, {shift['shifted_first_3_share']:.2f} of them in positions 0-2; shifted at the stop decision
 {shift['shifted_at_stop']:.3f}. Relative weight change (‖ΔW‖/‖W‖) per group:
-{", ".join(f"{g} {v:.3f}" for g, v in m['weight_change'].items())}.
+{", ".join(f"{g} {m['weight_change'][g]:.3f}" for g in sorted(m['weight_change'], key=_group_order))}.
 """)
     t = card["training"]
     parts.append(f"""## Training
