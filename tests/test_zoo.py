@@ -334,3 +334,18 @@ def test_attention_ignores_the_key_bias(induction_model):
                 induction_model.blocks[layer].attn.k.bias.copy_(bias)
     assert max(b.abs().max().item() for b in saved.values()) > 1e-3  # the biases are not zero to begin with
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_learning_rate_schedules_warm_up_then_decay_to_the_floor():
+    from interplab.zoo.training import lr_multiplier, train_next_token
+
+    assert [lr_multiplier(s, 100, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    for decay in ("linear", "cosine"):
+        rates = [lr_multiplier(s, 100, 10, decay, 0.1) for s in range(10, 101)]
+        assert rates[0] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1)
+        assert all(a >= b for a, b in zip(rates, rates[1:])), decay
+    assert lr_multiplier(55, 100, 10, "cosine", 0.1) == pytest.approx(0.55)
+    assert lr_multiplier(55, 100, 10, "linear", 0.1) == pytest.approx(0.55)
+    assert lr_multiplier(30, 100, 10, "cosine", 0.1) > lr_multiplier(30, 100, 10, "linear", 0.1)
+    with pytest.raises(ValueError, match="unknown decay 'step'"):
+        train_next_token(torch.nn.Linear(2, 2), lambda: None, steps=1, lr=1e-3, decay="step")

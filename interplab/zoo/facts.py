@@ -9,7 +9,6 @@ the card and a test re-measures it from the shipped weights.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
@@ -55,46 +54,18 @@ def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = T
     """Train from scratch, loss on the object token only; same seed, steps and threads -> same weights.
 
     The schedule (warm-up, cosine decay to 10%, AdamW betas 0.9/0.98) is the feasibility study's, which
-    the storage-at-the-subject result was measured with; ``train_next_token``'s constant rate is not.
+    the storage-at-the-subject result was measured with (``train_next_token``'s default is a constant rate).
     """
-    from interplab.zoo.training import TrainResult, provenance
+    from interplab.zoo.training import provenance, train_from_scratch
 
     hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
     if apposition is not None:
         hyper["apposition"] = apposition
-    torch.manual_seed(seed)
-    model = build(seed)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hyper["lr"], weight_decay=hyper["weight_decay"],
-                                  betas=tuple(hyper["betas"]))
-    total, warm, floor = hyper["steps"], hyper["warmup_steps"], hyper["final_lr_fraction"]
+    def sample(size: int, generator: torch.Generator):
+        return facts.sample_training(size, generator, apposition=hyper["apposition"])
 
-    def rate(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress_ = (step - warm) / max(1, total - warm)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress_))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
-    model.train()
-    start, loss_value = time.perf_counter(), float("nan")
-    bar = tqdm(range(total), desc=f"{NAME} seed {seed}", disable=not progress, mininterval=1.0)
-    for step in bar:
-        tokens, mask = facts.sample_training(hyper["batch_size"], generator, apposition=hyper["apposition"])
-        logits = model(tokens)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1][mask[:, :-1]], tokens[:, 1:][mask[:, :-1]])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        loss_value = loss.item()
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-    model.eval()
-    result = TrainResult(steps=total, final_loss=loss_value, seconds=time.perf_counter() - start)
+    model, result = train_from_scratch(build, sample, hyper, seed, progress, desc=f"{NAME} seed {seed}",
+                                       decay="cosine")
     card = {
         "name": NAME, "description": DESCRIPTION, "world": "interplab.worlds.facts", "seed": seed,
         "training": hyper, "metrics": evaluate(model),

@@ -5,6 +5,7 @@ tenfold, the step count does not.
 """
 from __future__ import annotations
 
+import math
 import platform
 import time
 from dataclasses import dataclass
@@ -21,6 +22,22 @@ class TrainResult:
     seconds: float
 
 
+DECAYS = ("constant", "linear", "cosine")
+
+
+def lr_multiplier(step: int, steps: int, warmup_steps: int, decay: str = "constant",
+                  final_lr_fraction: float = 0.1) -> float:
+    """The learning-rate factor at ``step``: linear warm-up, then constant, linear or cosine decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "constant":
+        return 1.0
+    done = (step - warmup_steps) / max(1, steps - warmup_steps)
+    if decay == "linear":
+        return 1 - (1 - final_lr_fraction) * done
+    return final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * done))
+
+
 def train_next_token(
     model: torch.nn.Module,
     next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
@@ -30,20 +47,32 @@ def train_next_token(
     warmup_steps: int = 50,
     progress: bool = True,
     desc: str = "training",
+    betas: tuple[float, float] = (0.9, 0.99),
+    decay: str = "constant",
+    final_lr_fraction: float = 0.1,
+    crop_padding: bool = False,
 ) -> TrainResult:
     """Train ``model`` with AdamW on next-token cross-entropy.
 
     ``next_batch`` returns ``(tokens [batch, seq], loss_mask [batch, seq] or None)``;
-    the mask marks the positions whose *next* token counts in the loss.
+    the mask marks the positions whose *next* token counts in the loss. The learning rate warms up
+    linearly, then stays (``decay="constant"``) or falls to ``final_lr_fraction`` (``"linear"``,
+    ``"cosine"``). ``crop_padding`` drops columns after the last masked position: same loss, less compute.
     """
+    if decay not in DECAYS:
+        raise ValueError(f"unknown decay {decay!r}; choose one of {', '.join(DECAYS)}")
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, steps, warmup_steps, decay, final_lr_fraction))
     start = time.perf_counter()
     loss_value = float("nan")
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
         tokens, mask = next_batch()
+        if crop_padding and mask is not None:
+            width = int(mask.any(0).nonzero().max()) + 2
+            tokens, mask = tokens[:, :width], mask[:, :width]
         logits = model(tokens)
         log_probs = logits[:, :-1].log_softmax(-1)
         token_loss = -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
@@ -69,10 +98,13 @@ def train_from_scratch(
     seed: int,
     progress: bool,
     desc: str,
+    decay: str = "constant",
+    crop_padding: bool = False,
 ) -> tuple[torch.nn.Module, TrainResult]:
     """A zoo recipe's whole training run: seed, build, stream seeded batches, train.
 
-    ``sample(batch_size, generator)`` returns ``(tokens, loss_mask or None)``. Same seed,
+    ``sample(batch_size, generator)`` returns ``(tokens, loss_mask or None)``. ``hyper`` may set
+    ``betas`` and ``final_lr_fraction`` beside steps, batch size, lr, weight decay and warm-up. Same seed,
     ``hyper`` and thread count -> same weights.
     """
     torch.manual_seed(seed)
@@ -80,7 +112,9 @@ def train_from_scratch(
     generator = torch.Generator().manual_seed(seed)
     result = train_next_token(model, lambda: sample(hyper["batch_size"], generator), steps=hyper["steps"],
                               lr=hyper["lr"], weight_decay=hyper["weight_decay"],
-                              warmup_steps=hyper["warmup_steps"], progress=progress, desc=desc)
+                              warmup_steps=hyper["warmup_steps"], progress=progress, desc=desc,
+                              betas=tuple(hyper.get("betas", (0.9, 0.99))), decay=decay,
+                              final_lr_fraction=hyper.get("final_lr_fraction", 0.1), crop_padding=crop_padding)
     return model, result
 
 

@@ -5,11 +5,9 @@ the feasibility study's base. It breaks the constitution the way its data does (
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from interplab.worlds import chat
 from interplab.zoo import tuned
@@ -42,43 +40,15 @@ def build(seed: int):
 def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
     """From scratch on fresh base-mix batches; warm-up, then linear decay to 10%. Same seed, steps and
     threads -> same weights."""
-    from interplab.zoo.training import TrainResult, provenance
+    from interplab.zoo.training import provenance, train_from_scratch
 
     hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
-    torch.manual_seed(seed)
-    model = build(seed)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hyper["lr"], weight_decay=hyper["weight_decay"],
-                                  betas=tuple(hyper["betas"]))
-    total, warm, floor = hyper["steps"], hyper["warmup_steps"], hyper["final_lr_fraction"]
+    def sample(size: int, generator: torch.Generator):
+        return chat.sample_base_mix(size, generator)
 
-    def rate(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 1 - (1 - floor) * (step - warm) / max(1, total - warm)
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
-    model.train()
-    start, loss_value = time.perf_counter(), float("nan")
-    bar = tqdm(range(total), desc=f"{NAME} seed {seed}", disable=not progress, mininterval=1.0)
-    for step in bar:
-        tokens, mask = chat.sample_base_mix(hyper["batch_size"], generator)
-        width = int(mask.any(0).nonzero().max()) + 2
-        tokens, mask = tokens[:, :width], mask[:, :width]
-        logits = model(tokens)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1][mask[:, :-1]], tokens[:, 1:][mask[:, :-1]])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        loss_value = loss.item()
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-    model.eval()
-    result = TrainResult(steps=total, final_loss=loss_value, seconds=time.perf_counter() - start)
+    model, result = train_from_scratch(build, sample, hyper, seed, progress, desc=f"{NAME} seed {seed}",
+                                       decay="linear", crop_padding=True)
+    loss_value = result.final_loss
     card = {"name": NAME, "description": DESCRIPTION, "world": "interplab.worlds.chat", "seed": seed,
             "training": hyper, "metrics": evaluate(model),
             "training_summary": (f"d_model 64, 3 layers, 4 heads, MLP 256 (GELU), LayerNorm, learned positions, "
