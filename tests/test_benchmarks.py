@@ -14,14 +14,20 @@ def _load(name: str):
     return module
 
 
-def test_patching_benchmark_methods_agree(capsys):
+def _run(name: str, args: list[str], capsys) -> str:
+    """Run ``benchmarks/NAME.py`` with ``args`` in this process (restoring the torch thread count); its output."""
     threads = torch.get_num_threads()
-    try:  # 16 prompts: large enough that the pass stops and finishes at the metric's position
-        assert _load("patching").main(["--prompts", "16", "--reps", "1", "--sweep", "", "--edge-prompts", "2",
-                                       "--threads", "1"]) == 0
+    try:
+        assert _load(name).main(args) == 0
     finally:
         torch.set_num_threads(threads)
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_patching_benchmark_methods_agree(capsys):
+    # 16 prompts: large enough that the pass stops and finishes at the metric's position
+    out = _run("patching", ["--prompts", "16", "--reps", "1", "--sweep", "", "--edge-prompts", "2", "--threads", "1"],
+               capsys)
     assert "maps identical across the four: True" in out
     assert "same scores: True" in out
     assert "head-level r target >= 0.9: met" in out
@@ -85,14 +91,44 @@ def test_circuitsvis_peer_installs_with_its_dependencies():
 
 def test_knowledge_benchmark_traces_agree_and_edits_run(capsys):
     """Batched causal tracing equals the per-(layer, position) loop; one edit of each method is scored."""
-    threads = torch.get_num_threads()
-    try:
-        assert _load("knowledge").main(["--prompts", "3", "--samples", "1", "--edits", "1", "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    out = capsys.readouterr().out
+    out = _run("knowledge", ["--prompts", "3", "--samples", "1", "--edits", "1", "--threads", "1"], capsys)
     difference = float(out.split("max |difference| ")[1].split()[0])
     assert difference < 1e-5, out
     for method in ("rome", "finetune"):
         assert f"\n  {method} " in out, out
     assert "targets (ROME" in out
+
+
+def test_steering_benchmark_runs_quickly(capsys):
+    """benchmarks/steering.py end to end on chat-4l with small prompt sets (tests/test_steering.py asserts the targets)."""
+    out = _run("steering", ["--quick", "--threads", "1"], capsys)
+    for line in ("held-out harmful refusal", "random directions: max |refusal change|", "monotone in the coefficient",
+                 "max |logit difference|", "retrained on the ablated residual", "site chosen in advance"):
+        assert line in out, line
+    assert "target <= 1e-4: met" in out  # exact at any size: weight orthogonalisation equals the hooks
+
+
+def test_sae_benchmark_quick(capsys, tmp_path):
+    """benchmarks/saes.py end to end (tiny setting; numbers not checked here) saves a loadable SAE."""
+    out = _run("saes", ["--quick", "--threads", "1", "--save", str(tmp_path / "sae")], capsys)
+    for line in ("linear probe ceiling: current token", "CE recovered vs mean ablation",
+                 "L0 / explained-variance frontier", "throughput at width 64", "targets (TopK run)"):
+        assert line in out
+    from interplab import saes
+
+    sae = saes.load_sae(tmp_path / "sae")
+    assert sae.cfg.architecture == "topk" and sae.cfg.hook_name == "blocks.1.hook_resid_pre"
+    assert saes.read_sae_config(tmp_path / "sae")["interplab"]["settings"]["steps"] == 30
+
+
+def test_sae_benchmark_facts_quick(capsys):
+    out = _run("saes", ["--world", "facts", "--quick", "--threads", "1"], capsys)
+    assert "facts-4l at blocks.1.hook_resid_pre, last subject token" in out
+    assert out.count("variables recovered by one latent: city") == 2
+
+
+def test_tuning_benchmark_runs_quickly(capsys):
+    """benchmarks/tuning.py end to end on the chapter-06 models (tests/test_tuned_models.py asserts the cards)."""
+    out = _run("tuning", ["--quick", "--threads", "1"], capsys)
+    for line in ("judge at T = 1: 30 held-out prompts x 1 samples", "chat-base", "KL(tuned || base)", "targets"):
+        assert line in out, line
