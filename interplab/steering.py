@@ -228,6 +228,18 @@ def _row_bound(bound, batch: int, device) -> torch.Tensor | None:
     return bound
 
 
+def _window(act: torch.Tensor, start, stop) -> torch.Tensor:
+    """[batch, seq, 1] of ones at positions ``start <= t < stop`` of each row (either bound may be None)."""
+    t = torch.arange(act.shape[1], device=act.device)[None]
+    keep = torch.ones(act.shape[0], act.shape[1], dtype=torch.bool, device=act.device)
+    lo, hi = _row_bound(start, act.shape[0], act.device), _row_bound(stop, act.shape[0], act.device)
+    if lo is not None:
+        keep &= t >= lo[:, None]
+    if hi is not None:
+        keep &= t < hi[:, None]
+    return keep[..., None].to(act.dtype)
+
+
 def add_vector_hook(vector: Float[torch.Tensor, " d"], coeff: float, start: Positions = None,
                     stop: Positions = None) -> Callable:
     """A hook function adding ``coeff * vector`` at positions ``start <= t < stop`` (None: unbounded).
@@ -246,14 +258,7 @@ def add_vector_hook(vector: Float[torch.Tensor, " d"], coeff: float, start: Posi
         added = coeff * vector.to(device=act.device, dtype=act.dtype)
         if start is None and stop is None:
             return act + added
-        t = torch.arange(act.shape[1], device=act.device)[None]
-        keep = torch.ones(act.shape[0], act.shape[1], dtype=torch.bool, device=act.device)
-        lo, hi = _row_bound(start, act.shape[0], act.device), _row_bound(stop, act.shape[0], act.device)
-        if lo is not None:
-            keep &= t >= lo[:, None]
-        if hi is not None:
-            keep &= t < hi[:, None]
-        return act + keep[..., None].to(act.dtype) * added
+        return act + _window(act, start, stop) * added
 
     return hook_fn
 
@@ -328,14 +333,7 @@ def _ablation_hook(unit: torch.Tensor, offset: float, start: Positions = None, s
         change = ((act @ u) - offset)[..., None] * u
         if start is None and stop is None:
             return act - change
-        t = torch.arange(act.shape[1], device=act.device)[None]
-        keep = torch.ones(act.shape[0], act.shape[1], dtype=torch.bool, device=act.device)
-        lo, hi = _row_bound(start, act.shape[0], act.device), _row_bound(stop, act.shape[0], act.device)
-        if lo is not None:
-            keep &= t >= lo[:, None]
-        if hi is not None:
-            keep &= t < hi[:, None]
-        return act - keep[..., None].to(act.dtype) * change
+        return act - _window(act, start, stop) * change
 
     return hook_fn
 
