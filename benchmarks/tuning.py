@@ -6,7 +6,7 @@ For ``chat-base`` and each model tuned from it (``chat-sft``, ``chat-dpo``, ``ch
   - the judge per rule at T = 1 on the 180 held-out prompts (4 samples each), refusal of harmful requests,
     capability (rule c on colour and repeat questions), malformed output, length, and the greedy score;
   - KL(tuned || base) per response (nats) and its share in response positions 0-2, at the opener, in the
-    content, at the stop decision and in tails (``tuning.kl_by_position`` on the same samples);
+    content, at the stop decision and in tails (``diffing.kl_by_position`` on the same samples);
   - URIAL's token shift of greedy responses: share of tokens ranked > 3 under the base, the share of those in
     positions 0-2, and the shifted share at the stop decision;
   - relative weight change per group (blocks' maximum and the unembedding), to set against the control;
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from interplab import tuning
+    from interplab import diffing, finetune
     from interplab.zoo import RECIPES, load_model, model_card, model_dir
 
     started = time.perf_counter()
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if "chat-base" not in RECIPES or not (model_dir("chat-base") / "model.safetensors").exists():
         print("chat-base is not shipped: nothing to compare against")
         return 1
-    prompts = tuning.held_out_prompts()
+    prompts = finetune.held_out_prompts()
     samples = 4
     if args.quick:
         prompts, samples = prompts.subset(list(range(0, len(prompts), 6))), 1
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in shipped:
         model = base if name == "chat-base" else load_model(name)
         models[name] = model
-        j = tuning.judge_model(model, prompts, samples, 1.0, seed=1)
+        j = finetune.judge_model(model, prompts, samples, 1.0, seed=1)
         judged[name] = j
         print(f"{name:13s} {j['score']:6.3f} {j['a']:6.3f} {j['b']:6.3f} {j['c']:6.3f} {j['d']:6.3f} "
               f"{j['refuse_harmful']:7.3f} {j['capability']:6.3f} {j['malformed']:6.3f} {j['length']:5.1f} "
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in models.items():
         if name == "chat-base":
             continue
-        expanded, responses = tuning.sample(model, prompts, samples, 1.0, seed=1)
-        kl = tuning.kl_summary(tuning.kl_by_position(model, base, expanded, responses))
-        shift = tuning.token_shift(model, base, prompts)
+        expanded, responses = finetune.sample(model, prompts, samples, 1.0, seed=1)
+        kl = diffing.kl_summary(diffing.kl_by_position(model, base, expanded, responses))
+        shift = diffing.token_shift(model, base, prompts)
         print(f"{name:13s} {kl['kl_per_response']:7.3f} {kl['first_3_share']:6.3f} {kl['share_opener']:6.3f} "
               f"{kl['share_content']:7.3f} {kl['share_stop']:6.3f} {kl['share_tail'] + kl['share_end']:6.3f} "
               f"{shift['shifted']:7.3f} {shift['shifted_first_3_share']:9.3f} {shift['shifted_at_stop']:10.3f}")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     tuned_models = {n: m for n, m in models.items() if n != "chat-base"}
     if tuned_models:
         print("\nrelative weight change ||dW|| / ||W||: blocks (max over layer groups) / unembedding / embedding")
-        for name, change in tuning.weight_changes(tuned_models, base).items():
+        for name, change in diffing.weight_changes(tuned_models, base).items():
             blocks = max(v for g, v in change.items() if g.startswith("L"))
             print(f"{name:13s} blocks {blocks:.3f}  unembed {change['unembed']:.3f}  embed {change['embed']:.3f}")
 

@@ -4,7 +4,7 @@ numbers are matched within sampling error)."""
 import pytest
 import torch
 
-from interplab import tuning
+from interplab import diffing, finetune
 from interplab.zoo import RECIPES, load_model, model_card
 
 TUNED = ("chat-sft", "chat-dpo", "chat-rl", "chat-control")
@@ -20,7 +20,7 @@ def _shipped(name):
 
 @pytest.fixture(scope="module")
 def prompts():
-    return tuning.held_out_prompts()
+    return finetune.held_out_prompts()
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,11 @@ def measured(base, prompts):
     def get(name):
         if name not in cache:
             model = base if name == "chat-base" else load_model(name)
-            expanded, responses = tuning.sample(model, prompts, 1, 1.0, seed=SEED)
-            judge = tuning.judge_summary(expanded, responses)
+            expanded, responses = finetune.sample(model, prompts, 1, 1.0, seed=SEED)
+            judge = finetune.judge_summary(expanded, responses)
             kl = None
             if name != "chat-base":
-                kl = tuning.kl_summary(tuning.kl_by_position(model, base, expanded, responses))
+                kl = diffing.kl_summary(diffing.kl_by_position(model, base, expanded, responses))
             cache[name] = judge, kl
         return cache[name]
 

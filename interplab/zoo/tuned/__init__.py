@@ -5,10 +5,10 @@
 and often adds a tail sentence, so it breaks the constitution (``chat.CONSTITUTION``) in many ways.
 ``chat-sft`` (``tuned.sft``), ``chat-dpo`` (``tuned.dpo``, DPO + NLL), ``chat-rl`` (``tuned.rl``, RLOO + KL)
 and ``chat-control`` (``tuned.control``, a fine-tune on base data with no preference) start from the shipped
-``chat-base`` and use ``interplab.tuning``. The recipe is the ch06 feasibility study's.
+``chat-base`` and use ``interplab.finetune``. The recipe is the ch06 feasibility study's.
 
-Every card carries the judge's scores per rule at T = 1 on held-out prompts (``tuning.judge_model``), and for
-tuned models the KL to the base per token type (``tuning.kl_by_position``), URIAL's token shift and the
+Every card carries the judge's scores per rule at T = 1 on held-out prompts (``finetune.judge_model``), and for
+tuned models the KL to the base per token type (``diffing.kl_by_position``), URIAL's token shift and the
 relative weight change; ``tests/test_tuned_models.py`` re-measures the key numbers from the shipped weights.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import torch
 
-from interplab import tuning
+from interplab import diffing, finetune
 from interplab.worlds import chat
 
 BASE_NAME = "chat-base"
-EVAL_SEED = tuning.EVAL_SEED
+EVAL_SEED = finetune.EVAL_SEED
 EVAL_SAMPLES = 4  # responses per held-out prompt at T = 1 (180 prompts)
 SAMPLING_SEED = 1  # the card's T = 1 samples
 
@@ -36,15 +36,15 @@ def load_base():
 
 @torch.no_grad()
 def evaluate(model, base=None) -> dict[str, Any]:
-    """The card's numbers: the judge at T = 1 (and greedy) on ``tuning.held_out_prompts()``; with ``base``
+    """The card's numbers: the judge at T = 1 (and greedy) on ``finetune.held_out_prompts()``; with ``base``
     also the KL to it per token type (on the same T = 1 samples) and URIAL's shift of greedy responses."""
-    prompts = tuning.held_out_prompts(EVAL_SEED)
-    metrics: dict[str, Any] = {"judge": tuning.judge_model(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)}
+    prompts = finetune.held_out_prompts(EVAL_SEED)
+    metrics: dict[str, Any] = {"judge": finetune.judge_model(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)}
     if base is not None:
-        expanded, responses = tuning.sample(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)
-        metrics["kl"] = tuning.kl_summary(tuning.kl_by_position(model, base, expanded, responses))
-        metrics["token_shift"] = tuning.token_shift(model, base, prompts)
-        metrics["weight_change"] = tuning.weight_changes({"model": model}, base)["model"]
+        expanded, responses = finetune.sample(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)
+        metrics["kl"] = diffing.kl_summary(diffing.kl_by_position(model, base, expanded, responses))
+        metrics["token_shift"] = diffing.token_shift(model, base, prompts)
+        metrics["weight_change"] = diffing.weight_changes({"model": model}, base)["model"]
     return metrics
 
 
@@ -57,7 +57,7 @@ def train_tuned(name: str, description: str, hyper: dict[str, Any], seed: int,
     torch.manual_seed(seed)
     base = load_base()
     base.eval()
-    policy = tuning.copy_model(base)
+    policy = finetune.copy_model(base)
     start = time.perf_counter()
     curves = tune(policy, base, hyper, seed, progress)
     seconds = time.perf_counter() - start
@@ -96,12 +96,12 @@ def card_markdown(card: dict[str, Any]) -> str:
     parts = [f"# {card['name']}\n\n{card['description']}.\n"]
     if card.get("tuned_from"):
         parts.append(f"Tuned from the shipped `{card['tuned_from']}`: load both with `load_model` and compare "
-                     f"(`interplab.tuning`).\n")
+                     f"(`interplab.finetune`, `interplab.diffing`).\n")
     parts.append(f"""## The constitution (rule-based judge, `chat.judge`)
 {chr(10).join(f"- ({k}) {v}" for k, v in chat.CONSTITUTION.items())}
 
 ## Judge scores, T = 1 ({judge['samples']} samples: {EVAL_SAMPLES} per held-out prompt)
-Held-out prompts (`tuning.held_out_prompts()`): the 120 held-out task pairs, 30 colour questions, 30 repeats.
+Held-out prompts (`finetune.held_out_prompts()`): the 120 held-out task pairs, 30 colour questions, 30 repeats.
 
 | measure | value |
 |---|---|
@@ -110,7 +110,7 @@ Held-out prompts (`tuning.held_out_prompts()`): the 120 held-out task pairs, 30 
     if "kl" in m:
         kl, shift = m["kl"], m["token_shift"]
         parts.append(f"""## What changed against `{card['tuned_from']}`
-Exact KL(tuned || base) at each response position of the T = 1 samples above, pooled (`tuning.kl_by_position`):
+Exact KL(tuned || base) at each response position of the T = 1 samples above, pooled (`diffing.kl_by_position`):
 
 | measure | value |
 |---|---|

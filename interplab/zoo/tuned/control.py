@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from interplab import tuning
+from interplab import finetune
 from interplab.worlds import chat
 from interplab.zoo import tuned
 
@@ -21,7 +21,7 @@ TRAINING = {"steps": 300, "lr": 3e-4, "batch_size": 64, "data_seed_offset": 1000
 
 def _tune(policy, base, hyper: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(seed + hyper["data_seed_offset"])
-    losses = tuning.fine_tune(policy, lambda: chat.sample_base_mix(hyper["batch_size"], generator),
+    losses = finetune.fine_tune(policy, lambda: chat.sample_base_mix(hyper["batch_size"], generator),
                               hyper["steps"], hyper["lr"], progress, desc="control")
     return {"final_loss": losses[-1], "curves": {"loss": [round(x, 4) for x in losses]}}
 
@@ -31,7 +31,7 @@ def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = T
     hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
     policy, card = tuned.train_tuned(NAME, DESCRIPTION, hyper, seed, _tune, progress)
     card["training_summary"] = ("the SFT recipe's optimiser (AdamW, constant lr, no weight decay) on fresh "
-                                "base-mix batches (`chat.sample_base_mix`, `tuning.fine_tune`).")
+                                "base-mix batches (`chat.sample_base_mix`, `finetune.fine_tune`).")
     return policy, card
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interplab import tuning
+from interplab import finetune
 from interplab.zoo import tuned
 
 NAME = "chat-dpo"
@@ -19,10 +19,10 @@ TRAINING = {"steps": 300, "prompts": 1600, "samples_per_prompt": 4, "rules": "ab
 
 
 def _tune(policy, base, hyper: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
-    prompts = tuning.train_prompts(hyper["prompts"], seed=seed + 200)
-    pairs = tuning.preference_pairs(base, prompts, hyper["samples_per_prompt"], hyper["rules"], seed=seed,
+    prompts = finetune.train_prompts(hyper["prompts"], seed=seed + 200)
+    pairs = finetune.preference_pairs(base, prompts, hyper["samples_per_prompt"], hyper["rules"], seed=seed,
                                     progress=progress)
-    history = tuning.dpo(policy, base, pairs, hyper["steps"], hyper["beta"], hyper["nll_weight"], hyper["lr"],
+    history = finetune.dpo(policy, base, pairs, hyper["steps"], hyper["beta"], hyper["nll_weight"], hyper["lr"],
                          hyper["batch_size"], seed=seed, progress=progress)
     return {"final_loss": history["loss"][-1], "curves": history, "data": {"pairs": len(pairs)}}
 
@@ -33,9 +33,9 @@ def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = T
     policy, card = tuned.train_tuned(NAME, DESCRIPTION, hyper, seed, _tune, progress)
     card["training_summary"] = (f"{hyper['prompts']} training prompts x {hyper['samples_per_prompt']} samples of "
                                 f"`chat-base` at T = 1; chosen = the judge's best, rejected = its worst, ties "
-                                f"dropped: {card['data']['pairs']} pairs (`tuning.preference_pairs`). Loss = DPO "
+                                f"dropped: {card['data']['pairs']} pairs (`finetune.preference_pairs`). Loss = DPO "
                                 f"(beta {hyper['beta']}) + {hyper['nll_weight']} x length-normalised NLL of the "
-                                f"chosen response (`tuning.dpo`).")
+                                f"chosen response (`finetune.dpo`).")
     return policy, card
 
 

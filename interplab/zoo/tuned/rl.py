@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interplab import tuning
+from interplab import finetune
 from interplab.zoo import tuned
 
 NAME = "chat-rl"
@@ -19,8 +19,8 @@ TRAINING = {"steps": 300, "prompts": 2000, "k": 4, "prompts_per_step": 16, "beta
 
 
 def _tune(policy, base, hyper: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
-    prompts = tuning.train_prompts(hyper["prompts"], seed=seed + 300)
-    history = tuning.rloo(policy, base, prompts, hyper["steps"], hyper["k"], hyper["prompts_per_step"],
+    prompts = finetune.train_prompts(hyper["prompts"], seed=seed + 300)
+    history = finetune.rloo(policy, base, prompts, hyper["steps"], hyper["k"], hyper["prompts_per_step"],
                           hyper["beta"], hyper["lr"], hyper["rules"], seed=seed, progress=progress)
     curves = {"reward": history.reward, "score": history.score, "kl": history.kl, "length": history.length,
               "malformed": history.malformed}
@@ -34,7 +34,7 @@ def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = T
     card["training_summary"] = (f"each step samples {hyper['k']} responses at T = 1 to {hyper['prompts_per_step']} "
                                 f"of {hyper['prompts']} training prompts; reward = judge score (rules "
                                 f"{hyper['rules']}) - {hyper['beta']} x the sampled sequence KL to `chat-base`; "
-                                f"advantage = reward - mean of the prompt's other samples (`tuning.rloo`).")
+                                f"advantage = reward - mean of the prompt's other samples (`finetune.rloo`).")
     return policy, card
 
 

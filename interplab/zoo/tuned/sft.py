@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interplab import tuning
+from interplab import finetune
 from interplab.zoo import tuned
 
 NAME = "chat-sft"
@@ -14,10 +14,10 @@ TRAINING = {"steps": 300, "prompts": 1500, "samples_per_prompt": 8, "rules": "ab
 
 
 def _tune(policy, base, hyper: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
-    prompts = tuning.train_prompts(hyper["prompts"], seed=seed + 100)
-    kept_prompts, kept = tuning.best_of_n(base, prompts, hyper["samples_per_prompt"], hyper["rules"], seed=seed,
+    prompts = finetune.train_prompts(hyper["prompts"], seed=seed + 100)
+    kept_prompts, kept = finetune.best_of_n(base, prompts, hyper["samples_per_prompt"], hyper["rules"], seed=seed,
                                           progress=progress)
-    losses = tuning.sft(policy, kept_prompts, kept, hyper["steps"], hyper["lr"], hyper["batch_size"], seed=seed,
+    losses = finetune.sft(policy, kept_prompts, kept, hyper["steps"], hyper["lr"], hyper["batch_size"], seed=seed,
                         progress=progress)
     return {"final_loss": losses[-1], "curves": {"loss": [round(x, 4) for x in losses]},
             "data": {"samples": hyper["prompts"] * hyper["samples_per_prompt"], "kept": len(kept),
@@ -30,7 +30,7 @@ def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = T
     policy, card = tuned.train_tuned(NAME, DESCRIPTION, hyper, seed, _tune, progress)
     card["training_summary"] = (f"{hyper['prompts']} training prompts x {hyper['samples_per_prompt']} samples of "
                                 f"`chat-base` at T = 1; the {card['data']['kept']} the judge scores 1 on rules "
-                                f"{hyper['rules']} are the SFT data (`tuning.best_of_n`, `tuning.sft`).")
+                                f"{hyper['rules']} are the SFT data (`finetune.best_of_n`, `finetune.sft`).")
     return policy, card
 
 

@@ -1,10 +1,11 @@
-"""interplab.tuning on tiny random chat-world models: losses, baselines, KL and rank bookkeeping, bad input."""
+"""interplab.finetune and interplab.diffing on tiny random chat-world models: losses, baselines, KL and rank
+bookkeeping, bad input."""
 import math
 
 import pytest
 import torch
 
-from interplab import tuning
+from interplab import diffing, finetune
 from interplab.worlds import chat
 
 
@@ -27,7 +28,7 @@ def base():
 
 @pytest.fixture(scope="module")
 def tuned(base):
-    model = tuning.copy_model(base)
+    model = finetune.copy_model(base)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -37,7 +38,7 @@ def tuned(base):
 
 @pytest.fixture(scope="module")
 def prompts():
-    return tuning.train_prompts(12, seed=3)
+    return finetune.train_prompts(12, seed=3)
 
 
 HELP = "sure , first cut wood . then dry parts . END"
@@ -46,78 +47,78 @@ REFUSED = "sorry , i cannot help with that . END"
 
 
 def test_position_labels_follow_the_judges_parse():
-    assert tuning.position_labels(HELP) == ["opener"] * 2 + ["content"] * 8 + ["stop"]
-    assert tuning.position_labels(TAILED) == ["opener"] * 2 + ["content"] * 8 + ["stop"] + ["tail"] * 4 + ["end"]
-    assert tuning.position_labels(REFUSED) == ["opener"] * 2 + ["content"] * 6 + ["stop"]
-    assert tuning.position_labels("red ball . END") == ["content"] * 3 + ["stop"]
-    assert tuning.position_labels("sure , END") == ["malformed"] * 3
+    assert diffing.position_labels(HELP) == ["opener"] * 2 + ["content"] * 8 + ["stop"]
+    assert diffing.position_labels(TAILED) == ["opener"] * 2 + ["content"] * 8 + ["stop"] + ["tail"] * 4 + ["end"]
+    assert diffing.position_labels(REFUSED) == ["opener"] * 2 + ["content"] * 6 + ["stop"]
+    assert diffing.position_labels("red ball . END") == ["content"] * 3 + ["stop"]
+    assert diffing.position_labels("sure , END") == ["malformed"] * 3
 
 
 def test_judge_responses_scores_the_chosen_rules():
     prompts = chat.task_prompts([("fix", "cup"), ("burn", "cup")], fillers=False)
     fix_steps = " . then ".join(" ".join(s) for s in chat.STEPS["fix"][:2])
     good = chat.encode(f"certainly ! first {fix_steps} . END")
-    verdict = tuning.judge_responses(prompts, [good, chat.encode(TAILED)])
+    verdict = finetune.judge_responses(prompts, [good, chat.encode(TAILED)])
     assert verdict["score"].tolist() == [1.0, 0.25]  # the harmful request complied: a, c and d fail, b passes
-    summary = tuning.judge_summary(prompts, [good, chat.encode(TAILED)])
+    summary = finetune.judge_summary(prompts, [good, chat.encode(TAILED)])
     assert summary["score"] == 0.625 and summary["refuse_harmful"] == 0 and summary["help_benign"] == 1
     assert summary["d"] == 0.5 and summary["samples"] == 2
-    late = tuning.judge_responses(prompts, [good, chat.encode(TAILED)], rules="b")
+    late = finetune.judge_responses(prompts, [good, chat.encode(TAILED)], rules="b")
     assert late["score"].tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="constitution"):
-        tuning.judge_responses(prompts, [good, good], rules="ax")
+        finetune.judge_responses(prompts, [good, good], rules="ax")
     with pytest.raises(ValueError, match="one response per prompt"):
-        tuning.judge_responses(prompts, [good])
+        finetune.judge_responses(prompts, [good])
 
 
 def test_train_prompts_follow_the_base_mix_and_are_seeded():
-    a, b = tuning.train_prompts(200, seed=1), tuning.train_prompts(200, seed=1)
+    a, b = finetune.train_prompts(200, seed=1), finetune.train_prompts(200, seed=1)
     assert torch.equal(a.tokens, b.tokens)
     kinds = torch.bincount(a.kind, minlength=len(chat.KINDS)).tolist()
     assert kinds[chat.KINDS.index("task")] == 140 and kinds[chat.KINDS.index("colour")] == 30
     assert not any(a.held_out_pair.tolist())
-    held = tuning.held_out_prompts()
+    held = finetune.held_out_prompts()
     assert len(held) == 180 and int(held.held_out_pair.sum()) == 120
 
 
 def test_pack_masks_exactly_the_response_tokens(prompts):
     responses = [[chat.END_ID], chat.encode(HELP)] * 6
-    tokens, mask = tuning.pack(prompts, responses)
+    tokens, mask = finetune.pack(prompts, responses)
     assert mask.sum(-1).tolist() == [len(r) for r in responses]
     first = int(prompts.lengths[1]) - 1
     assert mask[1, first] and not mask[1, first - 1]
     assert tokens[1, first + 1] == chat.word_id("sure")
     with pytest.raises(ValueError, match="empty"):
-        tuning.pack(prompts, [[]] * len(prompts))
+        finetune.pack(prompts, [[]] * len(prompts))
 
 
 def test_sampling_is_seeded(base, prompts):
-    _, a = tuning.sample(base, prompts, 2, seed=5)
-    _, b = tuning.sample(base, prompts, 2, seed=5)
-    _, c = tuning.sample(base, prompts, 2, seed=6)
+    _, a = finetune.sample(base, prompts, 2, seed=5)
+    _, b = finetune.sample(base, prompts, 2, seed=5)
+    _, c = finetune.sample(base, prompts, 2, seed=6)
     assert a == b and a != c
 
 
 def test_dpo_loss_is_log2_at_the_reference_and_falls_when_the_chosen_rises():
     lp = torch.tensor([-5.0, -7.0])
-    loss, margin = tuning.dpo_loss(lp, lp - 1, lp, lp - 1, beta=0.1)
+    loss, margin = finetune.dpo_loss(lp, lp - 1, lp, lp - 1, beta=0.1)
     assert loss.item() == pytest.approx(math.log(2)) and margin.abs().max() == 0
-    better, margin = tuning.dpo_loss(lp + 1, lp - 1, lp, lp - 1, beta=0.1)
-    worse, _ = tuning.dpo_loss(lp - 1, lp - 1, lp, lp - 1, beta=0.1)
+    better, margin = finetune.dpo_loss(lp + 1, lp - 1, lp, lp - 1, beta=0.1)
+    worse, _ = finetune.dpo_loss(lp - 1, lp - 1, lp, lp - 1, beta=0.1)
     assert better < math.log(2) < worse and (margin == 1).all()
     with pytest.raises(ValueError, match="beta"):
-        tuning.dpo_loss(lp, lp, lp, lp, beta=0.0)
+        finetune.dpo_loss(lp, lp, lp, lp, beta=0.0)
 
 
 def _pairs(prompts, n=8):
     sub = prompts.subset(list(range(n)))
-    return tuning.PreferencePairs(sub, [chat.encode(HELP)] * n, [chat.encode(TAILED)] * n, torch.ones(n),
+    return finetune.PreferencePairs(sub, [chat.encode(HELP)] * n, [chat.encode(TAILED)] * n, torch.ones(n),
                                   torch.zeros(n))
 
 
 def test_dpo_starts_at_log2_and_raises_the_margin(base, prompts):
-    policy = tuning.copy_model(base)
-    history = tuning.dpo(policy, base, _pairs(prompts), steps=8, lr=1e-3, batch_size=8, progress=False)
+    policy = finetune.copy_model(base)
+    history = finetune.dpo(policy, base, _pairs(prompts), steps=8, lr=1e-3, batch_size=8, progress=False)
     assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-4)
     assert history["margin"][0] == pytest.approx(0, abs=1e-4)
     assert history["margin"][-1] > 1 and history["loss"][-1] < history["loss"][0]
@@ -126,41 +127,41 @@ def test_dpo_starts_at_log2_and_raises_the_margin(base, prompts):
 def test_dpo_rejects_bad_input(base, prompts):
     pairs = _pairs(prompts)
     with pytest.raises(ValueError, match="same object"):
-        tuning.dpo(base, base, pairs, steps=1, progress=False)
-    same = tuning.PreferencePairs(pairs.prompts, pairs.chosen, pairs.chosen, pairs.chosen_score, pairs.rejected_score)
+        finetune.dpo(base, base, pairs, steps=1, progress=False)
+    same = finetune.PreferencePairs(pairs.prompts, pairs.chosen, pairs.chosen, pairs.chosen_score, pairs.rejected_score)
     with pytest.raises(ValueError, match="identical"):
-        tuning.dpo(tuning.copy_model(base), base, same, steps=1, progress=False)
+        finetune.dpo(finetune.copy_model(base), base, same, steps=1, progress=False)
     with pytest.raises(ValueError, match="nll_weight"):
-        tuning.dpo(tuning.copy_model(base), base, pairs, steps=1, nll_weight=-1, progress=False)
+        finetune.dpo(finetune.copy_model(base), base, pairs, steps=1, nll_weight=-1, progress=False)
     from transformer_lens import TransformerBridge, TransformerBridgeConfig
 
     other = TransformerBridge.boot_native(TransformerBridgeConfig(
         n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64, act_fn="gelu", d_vocab=50, n_ctx=chat.SEQ_LEN,
         normalization_type="LN", positional_embedding_type="standard"))
     with pytest.raises(ValueError, match="d_vocab"):
-        tuning.dpo(other, base, pairs, steps=1, progress=False)
+        finetune.dpo(other, base, pairs, steps=1, progress=False)
 
 
 def test_rloo_baseline_leaves_one_out():
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
-    advantages = tuning.rloo_advantages(rewards)
+    advantages = finetune.rloo_advantages(rewards)
     assert advantages[0].tolist() == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3])
     assert advantages[1].abs().max() == 0
     assert advantages.sum(1).abs().max() < 1e-6
     with pytest.raises(ValueError, match="k >= 2"):
-        tuning.rloo_advantages(torch.ones(3, 1))
+        finetune.rloo_advantages(torch.ones(3, 1))
     with pytest.raises(ValueError, match="NaN"):
-        tuning.rloo_advantages(torch.tensor([[1.0, float("nan")]]))
+        finetune.rloo_advantages(torch.tensor([[1.0, float("nan")]]))
 
 
 def test_rloo_runs_logs_curves_and_rejects_a_negative_kl_coefficient(base, prompts):
-    policy = tuning.copy_model(base)
-    history = tuning.rloo(policy, base, prompts, steps=2, k=2, prompts_per_step=2, beta=0.1, rules="d",
+    policy = finetune.copy_model(base)
+    history = finetune.rloo(policy, base, prompts, steps=2, k=2, prompts_per_step=2, beta=0.1, rules="d",
                           progress=False)
     assert len(history.kl) == len(history.reward) == 2 and history.kl[0] == pytest.approx(0, abs=1e-4)
     assert all(0 <= m <= 1 for m in history.malformed)
     with pytest.raises(ValueError, match="beta"):
-        tuning.rloo(tuning.copy_model(base), base, prompts, steps=1, beta=-0.1, progress=False)
+        finetune.rloo(finetune.copy_model(base), base, prompts, steps=1, beta=-0.1, progress=False)
 
 
 def _kl_one_by_one(tuned, base, prompts, response):
@@ -175,47 +176,47 @@ def _kl_one_by_one(tuned, base, prompts, response):
 
 def test_kl_by_position_matches_single_row_passes_and_sums_to_the_sequence_kl(tuned, base, prompts):
     responses = [chat.encode(TAILED), chat.encode(HELP), [chat.END_ID]] * 4
-    profile = tuning.kl_by_position(tuned, base, prompts, responses)
+    profile = diffing.kl_by_position(tuned, base, prompts, responses)
     expected = _kl_one_by_one(tuned, base, prompts.subset([0]), responses[0])
     assert profile.values[0, :len(responses[0])].tolist() == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert (profile.values[1, len(responses[1]):] == 0).all()
-    per_label = sum(profile.values[profile.label_mask(label)].sum() for label in tuning.LABELS)
+    per_label = sum(profile.values[profile.label_mask(label)].sum() for label in diffing.LABELS)
     assert float(per_label) == pytest.approx(float(profile.values.sum()), rel=1e-5)
-    summary = tuning.kl_summary(profile)
+    summary = diffing.kl_summary(profile)
     assert summary["kl_per_response"] == pytest.approx(float(profile.values.sum(1).mean()), rel=1e-3)
-    shares = sum(summary[f"share_{label}"] for label in tuning.LABELS)
+    shares = sum(summary[f"share_{label}"] for label in diffing.LABELS)
     assert shares == pytest.approx(1, abs=1e-3)
-    same = tuning.kl_by_position(tuning.copy_model(base), base, prompts, responses)
+    same = diffing.kl_by_position(finetune.copy_model(base), base, prompts, responses)
     assert same.values.abs().max() < 1e-5
 
 
 def test_token_ranks_find_a_planted_unlikely_token(base, prompts):
     one = prompts.subset([0])
-    _, greedy = tuning.sample(base, one, 1, temperature=0.0)
+    _, greedy = finetune.sample(base, one, 1, temperature=0.0)
     greedy = greedy[0][:6]
     # plant the base's least likely token at response position 4
     tokens, _ = one.with_responses([greedy[:4]])
     with torch.no_grad():
         worst = int(base(tokens)[0, -1].argmin())
     planted = greedy[:4] + [worst] + greedy[5:]
-    ranks = tuning.token_ranks(base, one, [planted])
+    ranks = diffing.token_ranks(base, one, [planted])
     assert ranks.values[0, :4].tolist() == [1, 1, 1, 1]
     assert ranks.values[0, 4] == base.cfg.d_vocab
-    summary = tuning.shift_summary(ranks)
+    summary = diffing.shift_summary(ranks)
     assert summary["shifted"] == pytest.approx(1 / len(planted), abs=1e-4)
     assert summary["shifted_first_3_share"] == 0
     with pytest.raises(ValueError, match="threshold"):
-        tuning.shift_summary(ranks, threshold=0)
+        diffing.shift_summary(ranks, threshold=0)
 
 
 def test_weight_changes_are_zero_for_a_copy_and_local_to_the_changed_group(base):
-    copied = tuning.copy_model(base)
-    edited = tuning.copy_model(base)
+    copied = finetune.copy_model(base)
+    edited = finetune.copy_model(base)
     with torch.no_grad():
         for name, p in edited.named_parameters():
-            if tuning.parameter_group(name) == "L1.mlp":
+            if diffing.parameter_group(name) == "L1.mlp":
                 p.mul_(1.5)
-    changes = tuning.weight_changes({"copy": copied, "edited": edited}, base)
+    changes = diffing.weight_changes({"copy": copied, "edited": edited}, base)
     assert set(changes["copy"]) == {"embed", "L0.attn", "L0.mlp", "L0.ln", "L1.attn", "L1.mlp", "L1.ln", "unembed"}
     assert max(changes["copy"].values()) == 0
     assert changes["edited"]["L1.mlp"] == pytest.approx(0.5, abs=1e-3)
@@ -223,21 +224,21 @@ def test_weight_changes_are_zero_for_a_copy_and_local_to_the_changed_group(base)
 
 
 def test_sft_lowers_the_loss_and_best_of_n_says_when_nothing_passes(base, prompts):
-    policy = tuning.copy_model(base)
+    policy = finetune.copy_model(base)
     sub = prompts.subset(list(range(8)))
-    losses = tuning.sft(policy, sub, [chat.encode(HELP)] * 8, steps=15, lr=3e-3, batch_size=8, progress=False)
+    losses = finetune.sft(policy, sub, [chat.encode(HELP)] * 8, steps=15, lr=3e-3, batch_size=8, progress=False)
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="passes rules"):
-        tuning.best_of_n(base, prompts.subset([0, 1]), n=1, progress=False)
+        finetune.best_of_n(base, prompts.subset([0, 1]), n=1, progress=False)
     with pytest.raises(ValueError, match="one response per prompt"):
-        tuning.sft(policy, sub, [chat.encode(HELP)] * 3, progress=False)
+        finetune.sft(policy, sub, [chat.encode(HELP)] * 3, progress=False)
 
 
 def test_copy_model_leaves_the_original_alone(base, prompts):
-    tuning.sample(base, prompts.subset([0]), 1)  # a forward pass installs the bridge's capture hooks
-    policy = tuning.copy_model(base)
-    tokens, mask = tuning.pack(prompts.subset([0]), [chat.encode(HELP)])
-    tuning.token_logprobs(policy, tokens, mask).sum().backward()
+    finetune.sample(base, prompts.subset([0]), 1)  # a forward pass installs the bridge's capture hooks
+    policy = finetune.copy_model(base)
+    tokens, mask = finetune.pack(prompts.subset([0]), [chat.encode(HELP)])
+    finetune.token_logprobs(policy, tokens, mask).sum().backward()
     import copy
 
     copy.deepcopy(base)  # fails when the copy's forward pass wrote a graph tensor into the original
