@@ -17,7 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET_SECONDS = {"00": 60, "01": 120, "02": 180, "03": 180, "05": 180}
+BUDGET_SECONDS = {"00": 60, "01": 120, "02": 180, "03": 180, "04": 180, "05": 180, "06": 180}
 
 
 def run(path: Path) -> float:
