@@ -223,6 +223,11 @@ def check_pair(policy, reference) -> None:
     shapes = lambda m: [tuple(p.shape) for p in m.parameters()]  # noqa: E731
     if shapes(policy) != shapes(reference):
         raise ValueError("the two models have parameters of different shapes; tune a copy of the base itself")
+    vocabularies = [getattr(getattr(m, "tokenizer", None), "get_vocab", lambda: None)() for m in (policy, reference)]
+    if None not in vocabularies and vocabularies[0] != vocabularies[1]:
+        differ = sorted(set(vocabularies[0].items()) ^ set(vocabularies[1].items()))[:3]
+        raise ValueError(f"the two models' tokenizers map tokens to different ids (e.g. {differ}): the same id would "
+                         f"mean different words; tune and compare models of one world and one tokenizer")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -243,3 +243,45 @@ def test_copy_model_leaves_the_original_alone(base, prompts):
 
     copy.deepcopy(base)  # fails when the copy's forward pass wrote a graph tensor into the original
     assert all(getattr(m, "_captured_pre_ln_residual", None) is None for m in base.modules())
+
+
+def test_check_pair_rejects_another_tokenizer(base):
+    from transformer_lens import TransformerBridge
+
+    other = TransformerBridge.boot_native(base.cfg, tokenizer=chat.tokenizer())
+    finetune.check_pair(other, base)  # same world, same tokenizer: fine
+    vocabulary = dict(other.tokenizer.get_vocab())
+    a, b = chat.word_id("cup"), chat.word_id("wood")
+    swapped = {**vocabulary, "cup": b, "wood": a}
+    other.tokenizer.get_vocab = lambda: swapped
+    with pytest.raises(ValueError, match="tokenizers"):
+        finetune.check_pair(other, base)
+
+
+def test_base_mix_tail_rate_is_a_variant_and_the_default_is_unchanged():
+    default = chat.sample_base_mix(32, torch.Generator().manual_seed(4))
+    explicit = chat.sample_base_mix(32, torch.Generator().manual_seed(4), tail_rate=chat.BASE_TAIL_RATE)
+    assert all(torch.equal(x, y) for x, y in zip(default, explicit))
+    generator = torch.Generator().manual_seed(0)
+    for rate, low, high in ((0.9, 0.86, 0.94), (0.0, 0.0, 0.0)):
+        tails = [bool(chat.parse_response(chat.encode(response)).tails)
+                 for _, response, _ in (chat.sample_base_conversation(generator, tail_rate=rate) for _ in range(1000))]
+        assert low <= sum(tails) / len(tails) <= high
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="tail_rate"):
+            chat.sample_base_mix(2, generator, tail_rate=bad)
+
+
+def test_stop_decision_reads_the_end_probability_where_rule_d_is_decided(base, prompts):
+    from interplab.zoo import tuned
+
+    responses = [chat.encode(HELP), chat.encode(TAILED), chat.encode("sure , END")] * 4
+    out = tuned.stop_decision(base, prompts, responses)
+    assert out["stops"] == 8 and 0 <= out["p_end"] <= 1 and 0 <= out["end_rank_above_3"] <= 1
+    tokens, _ = finetune.pack(prompts.subset([0]), [chat.encode(HELP)])
+    with torch.no_grad():  # HELP's stop decision is its END, predicted from the token before it
+        p_end = base(tokens)[0, int(prompts.lengths[0]) - 1 + 10].softmax(-1)[chat.END_ID]
+    single = tuned.stop_decision(base, prompts.subset([0]), [chat.encode(HELP)])
+    assert single["p_end"] == pytest.approx(float(p_end), abs=1e-4)
+    with pytest.raises(ValueError, match="parses"):
+        tuned.stop_decision(base, prompts.subset([0, 1]), [chat.encode("sure , END")] * 2)

@@ -645,12 +645,24 @@ def _weighted(options: dict, generator: torch.Generator):
     return keys[int(torch.multinomial(weights, 1, generator=generator))]
 
 
-def sample_base_conversation(generator: torch.Generator, fillers: bool = True) -> tuple[str, str, ChatRow]:
+def _check_tail_rate(tail_rate: float) -> float:
+    if not isinstance(tail_rate, (int, float)) or not 0.0 <= tail_rate <= 1.0:
+        raise ValueError(f"tail_rate is a probability in [0, 1] (the base mix uses {BASE_TAIL_RATE}); "
+                         f"got {tail_rate!r}")
+    return float(tail_rate)
+
+
+def sample_base_conversation(generator: torch.Generator, fillers: bool = True, tail_rate: float = BASE_TAIL_RATE
+                             ) -> tuple[str, str, ChatRow]:
     """One conversation of chapter 06's base mix: ``(prompt text, response text, labels)``.
 
     Training pairs only; 70% tasks, 15% colour questions, 15% repeats. Harmful requests are refused with p 0.8;
-    compliant answers open with ``BASE_OPENERS``; a colour answer is wrong with p 0.1; a tail (``TAILS``) may follow.
+    compliant answers open with ``BASE_OPENERS``; a colour answer is wrong with p 0.1; a tail (``TAILS``) follows
+    with p ``tail_rate``. A variant base mix with ``tail_rate`` 0.9 makes the concise END the base's least likely
+    choice at the stop decision (p 0.1, below each of the three tail openings): where URIAL's rank metric can see
+    a late change.
     """
+    tail_rate = _check_tail_rate(tail_rate)
     kind = _weighted(BASE_PROMPT_MIX, generator)
     fill = _fillers(generator) if fillers else []
     verb = obj = None
@@ -676,7 +688,7 @@ def sample_base_conversation(generator: torch.Generator, fillers: bool = True) -
         else:
             content = expected[:-len(" END")]
         body = f"{opener} {content}" if opener else content
-    if float(torch.rand(1, generator=generator)) < BASE_TAIL_RATE:
+    if float(torch.rand(1, generator=generator)) < tail_rate:
         n_tails = 1 if float(torch.rand(1, generator=generator)) < BASE_ONE_TAIL_RATE else 2
         order = torch.randperm(len(TAILS), generator=generator)[:n_tails].tolist()
         body = " ".join([body] + [TAILS[i] for i in order])
@@ -685,13 +697,16 @@ def sample_base_conversation(generator: torch.Generator, fillers: bool = True) -
     return prompt, body + " END", row
 
 
-def sample_base_mix(batch_size: int, generator: torch.Generator, seq_len: int = SEQ_LEN, fillers: bool = True
+def sample_base_mix(batch_size: int, generator: torch.Generator, seq_len: int = SEQ_LEN, fillers: bool = True,
+                    tail_rate: float = BASE_TAIL_RATE
                     ) -> tuple[Int[torch.Tensor, "batch seq"], Bool[torch.Tensor, "batch seq"]]:
-    """A batch of chapter 06's base mix, ``(tokens, loss_mask)`` with a response-only mask as ``sample_training``."""
+    """A batch of chapter 06's base mix, ``(tokens, loss_mask)`` with a response-only mask as ``sample_training``;
+    ``tail_rate`` as in ``sample_base_conversation``."""
+    tail_rate = _check_tail_rate(tail_rate)
     tokens = torch.full((batch_size, seq_len), PAD_ID)
     mask = torch.zeros(batch_size, seq_len, dtype=torch.bool)
     for i in range(batch_size):
-        prompt, response, _ = sample_base_conversation(generator, fillers)
+        prompt, response, _ = sample_base_conversation(generator, fillers, tail_rate)
         prompt_ids = [BOS_ID] + encode(prompt)
         row = prompt_ids + encode(response)
         if len(row) > seq_len:

@@ -27,11 +27,12 @@ EVAL_SAMPLES = 4  # responses per held-out prompt at T = 1 (180 prompts)
 SAMPLING_SEED = 1  # the card's T = 1 samples
 
 
-def load_base():
-    """The shipped ``chat-base`` (every tuned recipe starts from it, and measures KL against it)."""
+def load_base(name: str = BASE_NAME):
+    """The shipped ``chat-base`` (every tuned recipe starts from it, and measures KL against it), or the
+    shipped variant base ``name`` (``chat-base-lowend``)."""
     from interplab.zoo import load_model
 
-    return load_model(BASE_NAME)
+    return load_model(name)
 
 
 @torch.no_grad()
@@ -40,7 +41,10 @@ def evaluate(model, base=None) -> dict[str, Any]:
     also the KL to it per token type (on the same T = 1 samples) and URIAL's shift of greedy responses."""
     prompts = finetune.held_out_prompts(EVAL_SEED)
     metrics: dict[str, Any] = {"judge": finetune.judge_model(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)}
-    if base is not None:
+    if base is None:  # a base model: how it splits its probability at the stop decision of its own samples
+        metrics["stop_decision"] = stop_decision(model, *finetune.sample(model, prompts, EVAL_SAMPLES, 1.0,
+                                                                         SAMPLING_SEED))
+    else:
         expanded, responses = finetune.sample(model, prompts, EVAL_SAMPLES, 1.0, SAMPLING_SEED)
         metrics["kl"] = diffing.kl_summary(diffing.kl_by_position(model, base, expanded, responses))
         metrics["token_shift"] = diffing.token_shift(model, base, prompts)
@@ -48,25 +52,59 @@ def evaluate(model, base=None) -> dict[str, Any]:
     return metrics
 
 
+@torch.no_grad()
+def stop_decision(model, prompts: chat.ChatPrompts, responses: list[list[int]]) -> dict[str, float]:
+    """How ``model`` splits its probability at the stop decision (rule d) of each parsed response: the mean
+    p(END), the share of stops where END ranks above 3 (where URIAL's rank metric would flag a concise stop as
+    shifted), and ``stops``, the number of parsed responses. A base whose END ranks 1-2 hides a late change
+    from URIAL; one whose END ranks 4 shows it."""
+    from interplab._device import model_device
+
+    rows, prefixes = [], []
+    for i, response in enumerate(responses):
+        parsed = chat.parse_response(response)
+        if parsed is not None:
+            rows.append(i)
+            prefixes.append(list(response[:parsed.stop]) + [chat.END_ID])
+    if not rows:
+        raise ValueError("no response parses, so there is no stop decision to measure")
+    subset = prompts.subset(rows)
+    tokens, mask = finetune.pack(subset, prefixes)
+    at = subset.lengths - 1 + torch.tensor([len(p) - 1 for p in prefixes])  # the position that predicts END
+    p_end, ranks = [], []
+    for lo in range(0, len(rows), 256):
+        t = tokens[lo:lo + 256]
+        width = int(at[lo:lo + 256].max()) + 1
+        logits = model(t[:, :width].to(model_device(model))).float().cpu()
+        step = logits[torch.arange(len(t)), at[lo:lo + 256]]
+        p_end.append(step.softmax(-1)[:, chat.END_ID])
+        ranks.append((step > step[:, chat.END_ID:chat.END_ID + 1]).sum(-1) + 1)
+    p, rank = torch.cat(p_end), torch.cat(ranks)
+    return {"p_end": round(float(p.mean()), 4), "end_rank_above_3": round(float((rank > 3).float().mean()), 4),
+            "end_rank_mean": round(float(rank.float().mean()), 2), "stops": len(rows)}
+
+
 def train_tuned(name: str, description: str, hyper: dict[str, Any], seed: int,
-                tune: Callable[[Any, Any, dict[str, Any], int, bool], dict[str, Any]], progress: bool = True):
-    """Copy the shipped base, tune the copy with ``tune(policy, base, hyper, seed, progress)`` (which returns
-    the run's curves), and measure the card."""
+                tune: Callable[[Any, Any, dict[str, Any], int, bool], dict[str, Any]], progress: bool = True,
+                base_name: str = BASE_NAME):
+    """Copy the shipped base (``base_name``), tune the copy with ``tune(policy, base, hyper, seed, progress)``
+    (which returns the run's curves), and measure the card."""
     from interplab.zoo.training import TrainResult, provenance
 
     torch.manual_seed(seed)
-    base = load_base()
+    base = load_base(base_name)
     base.eval()
     policy = finetune.copy_model(base)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     curves = tune(policy, base, hyper, seed, progress)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     final = curves.get("final_loss", float("nan"))
     policy.eval()
     card = {"name": name, "description": description, "world": "interplab.worlds.chat", "seed": seed,
-            "tuned_from": BASE_NAME, "training": hyper, "curves": curves.get("curves", {}),
+            "tuned_from": base_name, "training": hyper, "curves": curves.get("curves", {}),
             "metrics": evaluate(policy, base), "data": curves.get("data", {}),
-            **provenance(TrainResult(steps=hyper["steps"], final_loss=final, seconds=seconds))}
+            **provenance(TrainResult(steps=hyper["steps"], final_loss=final, seconds=seconds)),
+            "train_cpu_seconds": round(cpu_seconds, 1)}
     return policy, card
 
 
@@ -107,6 +145,14 @@ Held-out prompts (`finetune.held_out_prompts()`): the 120 held-out task pairs, 3
 |---|---|
 {_rule_table(judge)}
 """)
+    if "stop_decision" in m:
+        stop = m["stop_decision"]
+        parts.append(f"""## The stop decision (rule d)
+At the stop decision of its own T = 1 samples above ({stop['stops']} that parse), this model gives the concise END
+p {stop['p_end']:.3f} on average; END ranks above 3 at {stop['end_rank_above_3']:.3f} of them (mean rank
+{stop['end_rank_mean']:.2f}). URIAL's rank metric (rank > 3 under the base) can only see a tuned model's
+concise stop as shifted where END ranks above 3 (`tuned.stop_decision`).
+""")
     if "kl" in m:
         kl, shift = m["kl"], m["token_shift"]
         parts.append(f"""## What changed against `{card['tuned_from']}`
@@ -130,13 +176,18 @@ tokens, {shift['shifted_first_3_share']:.2f} of them in positions 0-2; shifted a
     parts.append(f"""## Training
 `python -m interplab.zoo train {card['name']} --seed {card['seed']}`: {card.get('training_summary', '')}
 Configuration: {", ".join(f"{k} {v}" for k, v in t.items())}. Took {card['train_seconds']} s on
-{card['torch_threads']} CPU thread(s) ({card['trained_with']}).
+{card['torch_threads']} CPU thread(s) ({card['trained_with']}){_cpu_note(card)}.
 """)
     if card.get("curves"):
         curves = card["curves"]
         shown = ", ".join(f"{k}: {_ends(v)}" for k, v in curves.items())
         parts.append(f"Curves (first 10 steps' mean → last 10 steps' mean): {shown}.\n")
     return "\n".join(parts) + reproducibility_markdown(card)
+
+
+def _cpu_note(card: dict[str, Any]) -> str:
+    """The process's CPU seconds next to the wall time: on a shared machine the wall time counts the waiting."""
+    return f", {card['train_cpu_seconds']} s of CPU time" if "train_cpu_seconds" in card else ""
 
 
 def _ends(values: list[float]) -> str:

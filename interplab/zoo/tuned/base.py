@@ -40,23 +40,37 @@ def build(seed: int):
 def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
     """From scratch on fresh base-mix batches; warm-up, then linear decay to 10%. Same seed, steps and
     threads -> same weights."""
+    return train_base(NAME, DESCRIPTION, chat.BASE_TAIL_RATE, seed, steps, progress)
+
+
+def train_base(name: str, description: str, tail_rate: float, seed: int = DEFAULT_SEED, steps: int | None = None,
+               progress: bool = True):
+    """This recipe on a base mix whose tail follows with p ``tail_rate`` (``chat.sample_base_mix``)."""
+    import time
+
     from interplab.zoo.training import provenance, train_from_scratch
 
     hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
-    def sample(size: int, generator: torch.Generator):
-        return chat.sample_base_mix(size, generator)
+    if tail_rate != chat.BASE_TAIL_RATE:
+        hyper["tail_rate"] = tail_rate
 
-    model, result = train_from_scratch(build, sample, hyper, seed, progress, desc=f"{NAME} seed {seed}",
+    def sample(size: int, generator: torch.Generator):
+        return chat.sample_base_mix(size, generator, tail_rate=tail_rate)
+
+    cpu_start = time.process_time()
+    model, result = train_from_scratch(build, sample, hyper, seed, progress, desc=f"{name} seed {seed}",
                                        decay="linear", crop_padding=True)
+    cpu_seconds = time.process_time() - cpu_start
     loss_value = result.final_loss
-    card = {"name": NAME, "description": DESCRIPTION, "world": "interplab.worlds.chat", "seed": seed,
+    mix = "`chat.sample_base_mix`" + (f" with tail_rate {tail_rate}" if "tail_rate" in hyper else "")
+    card = {"name": name, "description": description, "world": "interplab.worlds.chat", "seed": seed,
             "training": hyper, "metrics": evaluate(model),
             "training_summary": (f"d_model 64, 3 layers, 4 heads, MLP 256 (GELU), LayerNorm, learned positions, "
                                  f"context {chat.SEQ_LEN}; AdamW, linear decay after warm-up, gradient clip 1.0, "
-                                 f"fresh base-mix batches (`chat.sample_base_mix`), loss on response tokens only. "
+                                 f"fresh base-mix batches ({mix}), loss on response tokens only. "
                                  f"Final loss {loss_value:.3f}: the base mix is random (openers, steps, tails), so "
                                  f"the loss cannot reach 0."),
-            **provenance(result)}
+            **provenance(result), "train_cpu_seconds": round(cpu_seconds, 1)}
     return model, card
 
 

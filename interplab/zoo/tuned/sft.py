@@ -26,10 +26,17 @@ def _tune(policy, base, hyper: dict[str, Any], seed: int, progress: bool) -> dic
 
 def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
     """Best-of-8 from the shipped base at T = 1, keep judge score 1, then SFT (AdamW, constant lr)."""
-    hyper = dict(TRAINING, steps=steps or TRAINING["steps"])
-    policy, card = tuned.train_tuned(NAME, DESCRIPTION, hyper, seed, _tune, progress)
+    return train_recipe(NAME, DESCRIPTION, TRAINING, seed, steps, progress)
+
+
+def train_recipe(name: str, description: str, training: dict[str, Any], seed: int, steps: int | None = None,
+                 progress: bool = True, base_name: str = tuned.BASE_NAME):
+    """This recipe under another name, rule set (``training["rules"]``) or base: ``chat-sft-early``,
+    ``chat-sft-late`` and ``chat-sft-lowend`` are ``chat-sft`` with one of those changed."""
+    hyper = dict(training, steps=steps or training["steps"])
+    policy, card = tuned.train_tuned(name, description, hyper, seed, _tune, progress, base_name=base_name)
     card["training_summary"] = (f"{hyper['prompts']} training prompts x {hyper['samples_per_prompt']} samples of "
-                                f"`chat-base` at T = 1; the {card['data']['kept']} the judge scores 1 on rules "
+                                f"`{base_name}` at T = 1; the {card['data']['kept']} the judge scores 1 on rules "
                                 f"{hyper['rules']} are the SFT data (`finetune.best_of_n`, `finetune.sft`).")
     return policy, card
 
