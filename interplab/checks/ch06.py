@@ -454,10 +454,8 @@ def test_effective_rank(effective_rank: Callable) -> None:
     generator = torch.Generator().manual_seed(seed)
     cases = []
     for m, n, rank in ((16, 24, 2), (32, 8, 3), (20, 20, 20)):
-        weights = torch.tensor([3.0, 1.0, 0.5])[:min(rank, 3)]
-        low = torch.randn(m, rank, generator=generator) @ torch.randn(rank, n, generator=generator)
-        if rank <= 3:
-            low = (torch.randn(m, rank, generator=generator) * weights) @ torch.randn(rank, n, generator=generator)
+        scales = torch.tensor([3.0, 1.0, 0.5]) if rank <= 3 else torch.ones(rank)  # a few unequal directions
+        low = (torch.randn(m, rank, generator=generator) * scales[:rank]) @ torch.randn(rank, n, generator=generator)
         cases.append((low + 0.05 * torch.randn(m, n, generator=generator), f"a random {m} x {n} change of rank about "
                                                                            f"{rank} plus noise (seed {seed})"))
     cases.append((_exact_spectrum([4.0, 2.0, 1.0, 0.0, 0.0], 7, 5, generator),
