@@ -215,6 +215,8 @@ def test_previous_token_variable_checker():
     with pytest.raises(CheckFailed, match="prompt 0's tokens"):
         ch04.test_previous_token_variable(combined(lambda t, p, q, w: (t[0, (q - 1).clamp_min(0)] == w) & (q >= 1),
                                                lambda q: q >= 2))
+    with pytest.raises(CheckFailed, match="index both axes"):
+        ch04.test_previous_token_variable(combined(lambda t, p, q, w: t[q - 1] == w, lambda q: q >= 2))
     with pytest.raises(CheckFailed, match="previous token is <bos>"):
         ch04.test_previous_token_variable(combined(reference_labels, lambda q: q >= 1))
 

@@ -590,12 +590,24 @@ def test_previous_token_variable(previous_token_variable: Callable) -> None:
                       f"{n} rows from {batch} random sequences of {seq} tokens (position 0 is <bos>), word {word} "
                       f"(seed {seed})"))
     for tokens, prompt, position, word, case in cases:
-        got = call_learner(previous_token_variable, tokens.clone(), prompt.clone(), position.clone(), word, case=case)
+        try:
+            got = call_learner(previous_token_variable, tokens.clone(), prompt.clone(), position.clone(), word,
+                               case=case)
+        except CheckFailed as failure:
+            if isinstance(failure.__cause__, IndexError):
+                raise CheckFailed(f"{failure}\n  row r is token tokens[prompt[r], position[r]]: index both axes with "
+                                  "the two index tensors (tokens[position - 1] alone picks whole sequences)"
+                                  ) from failure.__cause__
+            raise
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
             raise CheckFailed(f"{case}: return a pair (labels, population), got {type(got).__name__}")
         labels, population = (_as_tensor(g, case) for g in got)
         expected_labels, expected_population = reference_previous_token_variable(tokens, prompt, position, word)
         seq = tokens.shape[1]
+        if labels.shape == (len(prompt), seq):
+            raise CheckFailed(f"{case}: labels: expected one per row, shape ({len(prompt)},), got {tuple(labels.shape)}: "
+                              "tokens[position - 1] picks whole sequences; index both axes, "
+                              "tokens[prompt, position - 1]")
         following = (tokens[prompt, (position + 1).clamp_max(seq - 1)] == word) & (position < seq - 1)
         label_variants = {
             "the current token (position p), not the previous one (p - 1)": tokens[prompt, position] == word,
