@@ -783,22 +783,31 @@ def _latent_auroc(latents: torch.Tensor, variable: saes.Variable, latent: int) -
     return float(saes.auroc_matrix(latents[rows][:, latent:latent + 1], variable.labels[rows][:, None])[0, 0])
 
 
+def _variable_names() -> list[str]:
+    from interplab.worlds import induction
+
+    words = induction.vocabulary()
+    return [f"current token = {w}" for w in words] + [f"previous token = {w}" for w in words]
+
+
 def check_feature_names(my_features: dict, model=None, n_sequences: int = 300) -> None:
     """``my_features = {latent: "current token = ka" | "previous token = ka", ...}`` (at least 5): latents of the shipped
     ``attn2-induction-topk`` SAE and the variable you read in each. Each latent must detect its variable with
     AUROC >= 0.9, measured on fresh sequences within the variable's population. ``model``: the ``attn2-induction``
     model you already loaded (saves loading it again)."""
     from interplab.zoo import did_you_mean
+    from interplab.zoo.saes import sae_card
 
     if not isinstance(my_features, dict):
         raise CheckFailed(f"give your features as a dict {{latent: name}}, got {type(my_features).__name__}")
     if len(my_features) < MIN_FEATURES:
         raise CheckFailed(f"name at least {MIN_FEATURES} latents, got {len(my_features)}")
-    seed = fresh_seed()
-    latents, variables = _measured_latents(seed, n_sequences, model)
-    by_name = {v.name: v for v in variables}
-    d_sae = latents.shape[1]
-    problems, results = [], []
+    if model is not None and model.cfg.d_model != sae_card(SAE_NAME)["d_in"]:
+        raise CheckFailed(f"the model you passed has d_model {model.cfg.d_model}, but {SAE_NAME} reads "
+                          f"{MODEL}'s residual stream (d_model {sae_card(SAE_NAME)['d_in']}): pass that model")
+    d_sae = int(sae_card(SAE_NAME)["settings"]["d_sae"])
+    known = _variable_names()
+    problems, named = [], []
     for key, name in my_features.items():
         try:
             latent = int(key)
@@ -807,11 +816,21 @@ def check_feature_names(my_features: dict, model=None, n_sequences: int = 300) -
             continue
         if not 0 <= latent < d_sae:
             problems.append(f"latent {latent} is out of range: the SAE has latents 0..{d_sae - 1}")
-            continue
-        if name not in by_name:
-            problems.append(f"latent {latent}: unknown variable {name!r}.{did_you_mean(str(name), by_name)} Names "
+        elif name not in known:
+            problems.append(f"latent {latent}: unknown variable {name!r}.{did_you_mean(str(name), known)} Names "
                             "look like 'current token = ka' or 'previous token = ka' (words from "
                             "interplab.worlds.induction.vocabulary())")
+        else:
+            named.append((latent, name))
+    if problems:
+        raise CheckFailed("your features:\n  " + "\n  ".join(problems))
+    seed = fresh_seed()
+    latents, variables = _measured_latents(seed, n_sequences, model)
+    by_name = {v.name: v for v in variables}
+    results = []
+    for latent, name in named:
+        if name not in by_name:
+            problems.append(f"latent {latent}: {name!r} has no positive example in this sample; run the check again")
             continue
         auroc = _latent_auroc(latents, by_name[name], latent)
         if auroc < FEATURE_AUROC:
