@@ -309,19 +309,20 @@ def test_decoder_matches_checker():
 
 @pytest.fixture(scope="module")
 def named_features():
-    """Five latents of the shipped SAE with the variable each detects best, read off a fresh measurement."""
+    """Five latents of the shipped SAE with the variable each detects best, read off a measurement."""
     latents, variables = ch04._measured_latents(seed=11)
     recovery = saes.variable_recovery(latents, variables, progress=False)
     order = recovery.auroc.argsort(descending=True).tolist()
-    chosen, used = {}, set()
-    for i in order:
-        family = recovery.families[i]
-        if int(recovery.best[i]) in used or sum(f == family for f in map(str, chosen.values())) >= 3:
+    chosen, families = {}, []
+    for i in order:  # the best-recovered variables, three current-token and two previous-token ones
+        family, latent = recovery.families[i], int(recovery.best[i])
+        if latent in chosen or families.count(family) >= (3 if family == "current token" else 2):
             continue
-        chosen[int(recovery.best[i])] = recovery.names[i]
-        used.add(int(recovery.best[i]))
+        chosen[latent] = recovery.names[i]
+        families.append(family)
         if len(chosen) == 5:
             break
+    assert sorted(families) == ["current token"] * 3 + ["previous token"] * 2
     return chosen
 
 
