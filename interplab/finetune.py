@@ -397,6 +397,100 @@ def dpo(policy, reference, pairs: PreferencePairs, steps: int = 300, beta: float
 
 
 # ---------------------------------------------------------------------------------------------
+# a reward model trained on the judge's preferences (the RLHF of the survey)
+# ---------------------------------------------------------------------------------------------
+
+REWARD_HOOK = "ln_final.hook_normalized"
+
+
+@dataclass
+class RewardModel:
+    """A copy of a base model with a linear head on its final normalised residual at the response's last token:
+    a scalar reward per ``(prompt, response)``, trained on preference pairs (``train_reward_model``)."""
+
+    model: torch.nn.Module
+    head: torch.nn.Linear
+
+    def _rewards(self, tokens: Int[torch.Tensor, "batch seq"], last: Int[torch.Tensor, " batch"]
+                 ) -> Float[torch.Tensor, " batch"]:
+        captured = {}
+
+        def capture(act, hook):
+            captured["x"] = act
+
+        device = model_device(self.model)
+        width = int(last.max()) + 1
+        self.model.run_with_hooks(tokens[:, :width].to(device), fwd_hooks=[(REWARD_HOOK, capture)])
+        x = captured["x"][torch.arange(len(tokens), device=device), last.to(device)]
+        return self.head(x)[:, 0]
+
+    def score(self, prompts: chat.ChatPrompts, responses: Sequence[Sequence[int]], batch_size: int = 512
+              ) -> Float[torch.Tensor, " batch"]:
+        """The reward of each response to its prompt (read at the response's last token)."""
+        tokens, last = _reward_inputs(prompts, responses)
+        with torch.no_grad():
+            return torch.cat([self._rewards(tokens[i:i + batch_size], last[i:i + batch_size]).cpu()
+                              for i in range(0, len(tokens), batch_size)])
+
+
+def _reward_inputs(prompts: chat.ChatPrompts, responses: Sequence[Sequence[int]]):
+    if len(responses) != len(prompts) or not len(prompts):
+        raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts; pass one response per prompt")
+    tokens, mask = pack(prompts, responses)
+    return tokens, prompts.lengths - 1 + torch.tensor([len(r) for r in responses])
+
+
+def pairwise_accuracy(reward_model: RewardModel, pairs: PreferencePairs) -> float:
+    """Share of pairs whose chosen response the reward model scores above the rejected one (ties count half)."""
+    chosen = reward_model.score(pairs.prompts, pairs.chosen)
+    rejected = reward_model.score(pairs.prompts, pairs.rejected)
+    return round(float((chosen > rejected).float().mean() + 0.5 * (chosen == rejected).float().mean()), 4)
+
+
+def train_reward_model(base, pairs: PreferencePairs, steps: int = 200, lr: float = 3e-4, batch_size: int = 64,
+                       seed: int = 0, progress: bool = True) -> tuple[RewardModel, list[float]]:
+    """A reward model learned from the judge's preferences: a copy of ``base`` plus a linear head, trained with
+    the Bradley-Terry loss -log sigmoid(r(chosen) - r(rejected)) (AdamW, clip 1.0). Returns the model and the
+    loss of every step; score it with ``pairwise_accuracy`` on pairs from held-out prompts. Where the judge is
+    the reward (``rloo``) this is RLAIF; a learned reward in its place is the RLHF of the survey, and can be
+    wrong where the judge is not."""
+    if steps < 1 or lr <= 0 or batch_size < 1:
+        raise ValueError(f"steps >= 1, lr > 0 and batch_size >= 1 expected; got {steps}, {lr}, {batch_size}")
+    same = [i for i, (c, r) in enumerate(zip(pairs.chosen, pairs.rejected)) if list(c) == list(r)]
+    if same:
+        raise ValueError(f"pairs {same[:5]} have identical chosen and rejected responses: nothing to prefer")
+    torch.manual_seed(seed)
+    model = copy_model(base)
+    head = torch.nn.Linear(model.cfg.d_model, 1).to(model_device(model))
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    reward_model = RewardModel(model, head)
+    chosen_tokens, chosen_last = _reward_inputs(pairs.prompts, pairs.chosen)
+    rejected_tokens, rejected_last = _reward_inputs(pairs.prompts, pairs.rejected)
+    optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr, weight_decay=0.0)
+    batches = _epoch_batches(len(pairs), batch_size, torch.Generator().manual_seed(seed))
+    losses = []
+    model.train()
+    bar = tqdm(range(steps), desc="reward model", disable=not progress, mininterval=1.0)
+    for step in bar:
+        index = next(batches)
+        margin = (reward_model._rewards(chosen_tokens[index], chosen_last[index])
+                  - reward_model._rewards(rejected_tokens[index], rejected_last[index]))
+        loss = -torch.nn.functional.logsigmoid(margin).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), 1.0)
+        optimizer.step()
+        losses.append(round(loss.item(), 4))
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return reward_model, losses
+
+
+# ---------------------------------------------------------------------------------------------
 # RL: RLOO with a KL penalty to the frozen base
 # ---------------------------------------------------------------------------------------------
 
@@ -469,4 +563,4 @@ def rloo(policy, reference, prompts: chat.ChatPrompts, steps: int = 300, k: int 
     return history
 
 
-__all__ = ["EVAL_SEED", "MAX_NEW_TOKENS", "PreferencePairs", "RLHistory", "best_of_n", "check_pair", "copy_model", "dpo", "dpo_loss", "expand", "fine_tune", "held_out_prompts", "judge_model", "judge_responses", "judge_summary", "pack", "preference_pairs", "response_logprobs", "rloo", "rloo_advantages", "sample", "sft", "token_logprobs", "train_prompts"]
+__all__ = ["EVAL_SEED", "MAX_NEW_TOKENS", "PreferencePairs", "REWARD_HOOK", "RLHistory", "RewardModel", "best_of_n", "check_pair", "copy_model", "dpo", "dpo_loss", "expand", "fine_tune", "held_out_prompts", "judge_model", "judge_responses", "judge_summary", "pack", "pairwise_accuracy", "preference_pairs", "response_logprobs", "rloo", "rloo_advantages", "sample", "sft", "token_logprobs", "train_prompts", "train_reward_model"]

@@ -285,3 +285,23 @@ def test_stop_decision_reads_the_end_probability_where_rule_d_is_decided(base, p
     assert single["p_end"] == pytest.approx(float(p_end), abs=1e-4)
     with pytest.raises(ValueError, match="parses"):
         tuned.stop_decision(base, prompts.subset([0, 1]), [chat.encode("sure , END")] * 2)
+
+
+def test_reward_model_learns_a_preference_and_reads_the_last_token(base, prompts):
+    """Chosen = concise, rejected = the same answer with a tail: the reward model starts at 0 for both (zero
+    head) and learns to rank them; its reward is read at the response's last token, so padding after it changes
+    nothing. (Held-out accuracy on the shipped base: benchmarks/tuning.py.)"""
+    pairs = _pairs(prompts, 8)
+    reward_model, losses = finetune.train_reward_model(base, pairs, steps=15, lr=3e-3, batch_size=8, progress=False)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4) and losses[-1] < 0.3
+    assert finetune.pairwise_accuracy(reward_model, pairs) == 1.0
+    flipped = finetune.PreferencePairs(pairs.prompts, pairs.rejected, pairs.chosen, pairs.chosen_score,
+                                       pairs.rejected_score)
+    assert finetune.pairwise_accuracy(reward_model, flipped) == 0.0
+    one = reward_model.score(prompts.subset([0]), [chat.encode(HELP)])
+    padded = reward_model.score(prompts.subset([0, 1]), [chat.encode(HELP), chat.encode(TAILED)])
+    assert float(one[0]) == pytest.approx(float(padded[0]), abs=1e-5)
+    assert all(p1 is not p2 for p1, p2 in zip(reward_model.model.parameters(), base.parameters()))
+    same = finetune.PreferencePairs(pairs.prompts, pairs.chosen, pairs.chosen, pairs.chosen_score, pairs.rejected_score)
+    with pytest.raises(ValueError, match="identical"):
+        finetune.train_reward_model(base, same, steps=1, progress=False)
