@@ -128,6 +128,18 @@ def test_project_decoder_grad_checker():
         ch04.test_project_decoder_grad(in_place)
 
 
+def test_autograd_checks_pass_with_grad_off():
+    """The notebook runs with torch.set_grad_enabled(False): a right answer must still pass the gradient checks."""
+    with torch.no_grad():
+        ch04.test_toy_forward(ch04.reference_toy_forward)
+        ch04.test_sae_encode(ch04.reference_sae_encode)
+        ch04.test_topk_activation(ch04.reference_topk_activation)
+        ch04.test_sae_loss(ch04.reference_sae_loss)
+        with pytest.raises(CheckFailed, match="does not carry gradients"):
+            ch04.test_sae_encode(lambda x, W_enc, b_enc, b_dec: ch04.reference_sae_encode(x, W_enc.detach(), b_enc,
+                                                                                          b_dec))
+
+
 # ---------------------------------------------------------------- evaluation
 
 def test_explained_variance_checker():

@@ -74,7 +74,8 @@ def test_toy_forward(toy_forward: Callable) -> None:
         cases.append((W, b, x, f"random W [{m}, {n}], b [{n}], {batch} sparse inputs (seed {seed})"))
     for W, b, x, case in cases:
         W_in = W.clone().requires_grad_(True)
-        got = call_learner(toy_forward, W_in, b.clone(), x.clone(), case=case)
+        with torch.enable_grad():  # the notebook runs with grad off; the exercise must keep autograd
+            got = call_learner(toy_forward, W_in, b.clone(), x.clone(), case=case)
         if isinstance(got, torch.Tensor) and got.shape == x.shape:
             _check_grad(got, case, "W")
         got = _as_tensor(got, case)
@@ -189,7 +190,8 @@ def test_sae_encode(sae_encode: Callable) -> None:
         cases.append((x, w, f"random SAE weights (d_in {d_in}, d_sae {d_sae}), {n} activations (seed {seed})"))
     for x, w, case in cases:
         W_enc = w["W_enc"].clone().requires_grad_(True)
-        got = call_learner(sae_encode, x.clone(), W_enc, w["b_enc"].clone(), w["b_dec"].clone(), case=case)
+        with torch.enable_grad():
+            got = call_learner(sae_encode, x.clone(), W_enc, w["b_enc"].clone(), w["b_dec"].clone(), case=case)
         expected = reference_sae_encode(x, w["W_enc"], w["b_enc"], w["b_dec"])
         if isinstance(got, torch.Tensor) and got.shape == expected.shape:
             _check_grad(got, case, "W_enc")
@@ -236,7 +238,8 @@ def test_topk_activation(topk_activation: Callable) -> None:
         cases.append((pre, k, f"random pre-activations [{n}, {d_sae}], {what} (seed {seed})"))
     for pre, k, case in cases:
         pre_in = pre.clone().requires_grad_(True)
-        got = call_learner(topk_activation, pre_in, k, case=case)
+        with torch.enable_grad():
+            got = call_learner(topk_activation, pre_in, k, case=case)
         expected = reference_topk_activation(pre, k)
         if isinstance(got, torch.Tensor) and got.shape == expected.shape:
             _check_grad(got, case, "pre")
@@ -263,7 +266,8 @@ def test_topk_activation(topk_activation: Callable) -> None:
                         pre, other)
             return found
         compare_with_lazy_variants(got_t.float(), expected, case, variants, atol=1e-5, dims=("token", "latent"))
-        got.sum().backward()
+        with torch.enable_grad():
+            got.sum().backward()
         kept = expected > 0
         if pre_in.grad is None or not torch.equal(pre_in.grad != 0, kept):
             where = "no gradient at all" if pre_in.grad is None else (
@@ -291,7 +295,8 @@ def test_sae_loss(sae_loss: Callable) -> None:
                                         f"(d_sae {d_sae}), l1_coefficient {l1} (seed {seed})"))
     for x, x_hat, f, l1, case in cases:
         x_hat_in = x_hat.clone().requires_grad_(True)
-        got = call_learner(sae_loss, x.clone(), x_hat_in, f.clone(), l1, case=case)
+        with torch.enable_grad():
+            got = call_learner(sae_loss, x.clone(), x_hat_in, f.clone(), l1, case=case)
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             _check_grad(got, case, "x_hat")
         elif not isinstance(got, torch.Tensor) and isinstance(got, (int, float)):
