@@ -13,17 +13,20 @@ tokens under the base (URIAL); ``weight_changes`` gives relative weight-change n
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
+from tqdm.auto import tqdm
 
 from interplab._device import model_device
 from interplab.finetune import MAX_NEW_TOKENS, check_pair, held_out_prompts, pack
 from interplab.generation import generate
+from interplab.patching import _check_tokens, _scalar_metric, restored_fraction
 from interplab.worlds import chat
 
 LABELS: tuple[str, ...] = ("opener", "content", "stop", "tail", "end", "malformed")
@@ -193,4 +196,364 @@ def weight_changes(models: Mapping[str, torch.nn.Module], base) -> dict[str, dic
     return out
 
 
-__all__ = ["LABELS", "PositionProfile", "kl_by_position", "kl_summary", "parameter_group", "position_labels", "shift_summary", "token_ranks", "token_shift", "weight_changes"]
+# ---------------------------------------------------------------------------------------------
+# where the change lives: cross-model activation patching
+# ---------------------------------------------------------------------------------------------
+
+DECISION_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "opener": (("certainly",), ("sure", "ok", "well")),
+    "stop": (("END",), tuple(dict.fromkeys(t.split()[0] for t in chat.TAILS))),
+}
+"""The chat world's two decisions the constitution changes, as (words the tuned models favour, words the base
+also says): the opener (rule b: ``certainly`` over the base's other openers, read at response position 0) and
+the stop decision (rule d: END over a tail sentence's first word, read where the content ends)."""
+
+
+def decision_tokens(decision: str) -> tuple[list[int], list[int]]:
+    """``(good, bad)`` token ids of a chat-world decision in ``DECISION_WORDS`` (``"opener"`` or ``"stop"``)."""
+    if decision not in DECISION_WORDS:
+        raise KeyError(f"unknown decision {decision!r}; choose one of {tuple(DECISION_WORDS)}")
+    good, bad = DECISION_WORDS[decision]
+    return [chat.word_id(w) for w in good], [chat.word_id(w) for w in bad]
+
+
+@dataclass
+class DecisionPoints:
+    """Prompt + response token rows and, in each, the position whose logits make one decision."""
+
+    tokens: Int[torch.Tensor, "batch seq"]
+    positions: Int[torch.Tensor, " batch"]
+    """The position that *predicts* the decision token (its logits are read there)."""
+    rows: list[int]
+    """Which of the given responses these rows are (responses without the label are left out)."""
+
+
+def decision_points(prompts: chat.ChatPrompts, responses: Sequence[Sequence[int]], label: str = "stop"
+                    ) -> DecisionPoints:
+    """For each response with a position of type ``label`` (``LABELS``; ``"opener"`` or ``"stop"``), the packed
+    prompt + response tokens and the position predicting that label's first token: ``last`` for the opener (the
+    response's first token), ``last + stop`` for the stop decision. Both models are then run on the same tokens."""
+    if label not in LABELS:
+        raise KeyError(f"unknown label {label!r}; choose one of {LABELS}")
+    if len(responses) != len(prompts):
+        raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts; pass one response per prompt")
+    rows, where = [], []
+    for i, response in enumerate(responses):
+        labels = position_labels(response)
+        if label in labels:
+            rows.append(i)
+            where.append(int(prompts.last[i]) + labels.index(label))
+    if not rows:
+        raise ValueError(f"no response has a position labelled {label!r} (position_labels): for 'stop' the "
+                         "responses must parse (end in END after their content); sample or decode more of them")
+    tokens, _ = pack(prompts.subset(rows), [responses[i] for i in rows])
+    return DecisionPoints(tokens, torch.tensor(where), rows)
+
+
+def _check_positions(positions, tokens: torch.Tensor) -> Int[torch.Tensor, " batch"]:
+    positions = torch.as_tensor(positions)
+    if positions.ndim == 0:
+        positions = positions.expand(tokens.shape[0])
+    if positions.dtype.is_floating_point or positions.dtype == torch.bool or positions.shape != (tokens.shape[0],):
+        raise ValueError(f"positions must be one integer position per row ([{tokens.shape[0]}]) or one int for "
+                         f"all rows, got {tuple(positions.shape)} {positions.dtype}")
+    seq = tokens.shape[1]
+    if (positions < 0).any() or (positions >= seq).any():
+        bad = positions[(positions < 0) | (positions >= seq)][0].item()
+        raise ValueError(f"position {bad} is outside rows of {seq} tokens (0..{seq - 1}); positions count from the "
+                         "start of each row (use decision_points to find them)")
+    return positions.long()
+
+
+def decision_metric(positions: Int[torch.Tensor, " batch"] | int, good: Sequence[int], bad: Sequence[int]):
+    """A patching metric (logits ``[batch, seq, vocab]`` -> a 0-d tensor): the mean over rows of the log-odds of
+    the ``good`` tokens against the ``bad`` ones at each row's decision position,
+    ``logsumexp(logits[good]) - logsumexp(logits[bad])``. Independent of every other token's logit."""
+    good, bad = [int(t) for t in good], [int(t) for t in bad]
+    if not good or not bad or set(good) & set(bad):
+        raise ValueError(f"good {good} and bad {bad} must be non-empty, disjoint sets of token ids")
+    where = torch.as_tensor(positions)
+
+    def metric(logits: Float[torch.Tensor, "batch seq vocab"]) -> Float[torch.Tensor, ""]:
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        at = logits[rows, where.to(logits.device).expand(logits.shape[0])].float()
+        return (at[:, good].logsumexp(-1) - at[:, bad].logsumexp(-1)).mean()
+
+    metric.answers = torch.tensor([good[:1] + bad[:1]] * int(where.numel()))  # ids checked against the vocabulary
+    return metric
+
+
+def _check_same_world(a, b) -> None:
+    check_pair(a, b)
+    vocab = [getattr(getattr(m, "tokenizer", None), "get_vocab", None) for m in (a, b)]
+    if all(vocab) and vocab[0]() != vocab[1]():
+        raise ValueError("the two models have different tokenizers: the same token ids mean different words to "
+                         "them; compare a model with a fine-tune of itself")
+
+
+UNEMBED = "unembed"
+"""The head as a component: the final norm and the unembedding (``parameter_group``'s ``unembed``). Patching it
+runs the other model's head on this model's final residual stream (a hook on the last ``hook_resid_post``)."""
+
+
+def component_name(hook: str) -> str:
+    """The short name of a component, as ``parameter_group`` names weights: ``embed``, ``pos_embed``,
+    ``L{l}.attn``, ``L{l}.mlp``, ``unembed``."""
+    if hook == UNEMBED:
+        return UNEMBED
+    if hook in ("hook_embed", "hook_pos_embed"):
+        return hook[len("hook_"):]
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_(attn|mlp)_out", hook)
+    if not match:
+        raise ValueError(f"{hook!r} is not a residual write (hook_embed, hook_pos_embed, blocks.L.hook_attn_out, "
+                         "blocks.L.hook_mlp_out)")
+    return f"L{match.group(1)}.{match.group(2)}"
+
+
+def patch_components(model) -> list[str]:
+    """The components cross-model patching swaps: every write into the residual stream (``hook_embed``,
+    ``hook_pos_embed`` for learned positions, each block's ``hook_attn_out`` and ``hook_mlp_out``) and the head
+    (``UNEMBED``: the final norm and unembedding, which read the stream rather than write it)."""
+    from interplab.steering import residual_write_hooks
+    return residual_write_hooks(model) + [UNEMBED]
+
+
+@dataclass
+class CrossPatch:
+    """Metric of the ``target`` model with components' outputs taken from the ``source`` model (same tokens).
+
+    ``fractions`` is the share of the source-vs-target change each patch carries: 0 = the target's own value,
+    1 = the source's. Patching base into tuned asks "what undoes the change?", tuned into base "what installs it?".
+    """
+
+    components: list[str]
+    """Hook names, one per patch (for a set: the names joined with ``+``)."""
+    values: Float[torch.Tensor, " patch"]
+    source_value: float
+    target_value: float
+    direction: str = "source -> target"
+
+    @property
+    def fractions(self) -> Float[torch.Tensor, " patch"]:
+        return restored_fraction(self.values, self.source_value, self.target_value)
+
+    @property
+    def labels(self) -> list[str]:
+        return ["+".join(component_name(h) for h in name.split("+")) for name in self.components]
+
+    def table(self) -> list[dict]:
+        return [{"component": label, "value": round(float(v), 4), "fraction": round(float(f), 4)}
+                for label, v, f in zip(self.labels, self.values, self.fractions)]
+
+
+def _final_resid(model) -> str:
+    return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
+def _patched_values(source, target, tokens, mask, metric, sets: Sequence[Sequence[str]], max_batch: int,
+                    progress: bool) -> tuple[list[float], float, float]:
+    """Metric of ``target`` with each set of components patched from ``source`` at ``mask``, batched: every
+    chunk runs the rows once per set (plus the unpatched target), each copy swapping its own components. Copies
+    whose set holds ``UNEMBED`` then finish in ``source``'s head from their final residual stream."""
+    names = sorted({n for s in sets for n in s if n != UNEMBED})
+    device = model_device(target)
+    with torch.no_grad():
+        source_logits, cache = source.run_with_cache(tokens.to(model_device(source)),
+                                                     names_filter=lambda name: name in set(names))
+        source_value = float(metric(source_logits))
+        acts = {n: cache[n].to(device) for n in names}
+        del cache, source_logits
+    batch = tokens.shape[0]
+    here = mask.to(device)[..., None]
+    per_chunk = max(1, max_batch // batch - 1)
+    chunks = [list(range(i, min(i + per_chunk, len(sets)))) for i in range(0, len(sets), per_chunk)] or [[]]
+    values: list[float] = []
+    target_value = float("nan")
+    for chunk in tqdm(chunks, desc="cross-model patching", disable=not progress or len(chunks) < 3, leave=False):
+        copies = 1 + len(chunk)  # the unpatched target, then one copy per set
+
+        def make_hook(rows, name):
+            def hook(act, hook):
+                view = act.reshape(copies, batch, *act.shape[1:]).clone()
+                view[rows] = torch.where(here, acts[name].to(view.dtype), view[rows])
+                return view.reshape(act.shape)
+            return hook
+
+        hooks, captured = [], {}
+        for name in names:
+            rows = [1 + j for j, s in enumerate(chunk) if name in sets[s]]
+            if rows:
+                hooks.append((name, make_hook(torch.tensor(rows, device=device), name)))
+        head_rows = [1 + j for j, s in enumerate(chunk) if UNEMBED in sets[s]]
+        if head_rows:
+            def grab(act, hook):
+                captured["resid"] = act.reshape(copies, batch, *act.shape[1:])[head_rows].reshape(-1, *act.shape[1:])
+            hooks.append((_final_resid(target), grab))
+        with torch.no_grad():
+            logits = target.run_with_hooks(tokens.to(device).repeat(copies, 1), fwd_hooks=hooks)
+            logits = logits.view(copies, batch, *logits.shape[1:])
+            if head_rows:
+                resid = captured["resid"].to(model_device(source))
+                head = source.run_with_hooks(tokens.to(model_device(source)).repeat(len(head_rows), 1),
+                                             fwd_hooks=[(_final_resid(source), lambda act, hook: resid.to(act.dtype))])
+                logits = logits.clone()
+                logits[head_rows] = head.view(len(head_rows), batch, *head.shape[1:]).to(device, logits.dtype)
+        target_value = float(metric(logits[0]))
+        values += [float(metric(logits[1 + j])) for j in range(len(chunk))]
+    return values, source_value, target_value
+
+
+def _patch_mask(where, positions: torch.Tensor, tokens: torch.Tensor) -> Bool[torch.Tensor, "batch seq"]:
+    seq = torch.arange(tokens.shape[1])[None]
+    if isinstance(where, str):
+        if where == "decision":
+            return seq == positions[:, None]
+        if where == "all":
+            return seq <= positions[:, None]
+        raise ValueError(f"where must be 'decision' (the decision position only), 'all' (every position up to it) "
+                         f"or a boolean mask [batch, seq]; got {where!r}")
+    where = torch.as_tensor(where)
+    if where.dtype != torch.bool or where.shape != tokens.shape:
+        raise ValueError(f"a where mask must be boolean with the tokens' shape {tuple(tokens.shape)}, got "
+                         f"{tuple(where.shape)} {where.dtype}")
+    return where
+
+
+def _checked_run(source, target, tokens, positions, metric, components, where):
+    _check_same_world(source, target)
+    _check_tokens(target, tokens, "tokens")
+    if tokens.shape[1] > target.cfg.n_ctx:
+        raise ValueError(f"rows of {tokens.shape[1]} tokens exceed the models' context n_ctx={target.cfg.n_ctx}")
+    positions = _check_positions(positions, tokens)
+    metric = _scalar_metric(metric)
+    answers = getattr(metric, "answers", None)
+    if isinstance(answers, torch.Tensor) and answers.numel() and int(answers.max()) >= target.cfg.d_vocab:
+        raise ValueError(f"the metric reads token id {int(answers.max())}, outside the models' vocabulary "
+                         f"[0, {target.cfg.d_vocab})")
+    known = patch_components(target)
+    components = known if components is None else list(components)
+    if isinstance(components, str) or not components:
+        raise ValueError(f"components must be a non-empty list of names, e.g. {known[:2]}")
+    unknown = [part for c in components for part in str(c).split("+") if part not in known]
+    if unknown:
+        raise ValueError(f"unknown components {unknown}; choose among {known} (patch_components(model)); join "
+                         "names with '+' to patch several at once")
+    return positions, metric, components, _patch_mask(where, positions, tokens)
+
+
+def cross_model_patch(source, target, tokens: Int[torch.Tensor, "batch seq"],
+                      positions: Int[torch.Tensor, " batch"] | int, metric,
+                      components: Sequence[str] | None = None, where="decision", max_batch: int = 1024,
+                      progress: bool = False, direction: str = "source -> target") -> CrossPatch:
+    """Run ``target`` on ``tokens`` with one component's output replaced by ``source``'s, for each component.
+
+    ``positions``: each row's decision position (``decision_points``); ``where`` chooses the patched positions:
+    ``"decision"`` (that position only: the component's direct say in the decision there), ``"all"`` (every
+    position up to it: the component's whole contribution, through attention too) or a ``[batch, seq]`` mask.
+    ``metric`` maps logits ``[batch, seq, vocab]`` to a 0-d tensor (``decision_metric``). ``components``: names
+    from ``patch_components`` (default: all of them, one at a time); ``"a+b"`` patches a and b together. The two
+    models must be one architecture with one tokenizer (a base and its fine-tune).
+    """
+    positions, metric, components, mask = _checked_run(source, target, tokens, positions, metric, components, where)
+    values, source_value, target_value = _patched_values(source, target, tokens, mask, metric,
+                                                         [c.split("+") for c in components], max_batch, progress)
+    return CrossPatch(components, torch.tensor(values), source_value, target_value, direction)
+
+
+def cross_model_patching(base, tuned, tokens: Int[torch.Tensor, "batch seq"],
+                         positions: Int[torch.Tensor, " batch"] | int, metric,
+                         components: Sequence[str] | None = None, where="decision", max_batch: int = 1024,
+                         progress: bool = False) -> dict[str, CrossPatch]:
+    """Both directions: ``"base -> tuned"`` (each base component patched into the tuned run: what undoes the
+    change) and ``"tuned -> base"`` (each tuned component into the base run: what installs it)."""
+    return {"base -> tuned": cross_model_patch(base, tuned, tokens, positions, metric, components, where,
+                                               max_batch, progress, "base -> tuned"),
+            "tuned -> base": cross_model_patch(tuned, base, tokens, positions, metric, components, where,
+                                               max_batch, progress, "tuned -> base")}
+
+
+def patching_grid(results: Mapping[str, CrossPatch]
+                  ) -> tuple[Float[torch.Tensor, "run component"], list[str], list[str]]:
+    """``(fractions [run, component], row labels, column labels)`` of several ``CrossPatch`` results over the same
+    components, ready for ``PatchingHeatmap(*diffing.patching_grid(results), row_title="patch",
+    col_title="component")``."""
+    if not results:
+        raise ValueError("no results to lay out; pass {name: CrossPatch}")
+    runs = list(results.values())
+    if any(r.components != runs[0].components for r in runs):
+        raise ValueError("the results patch different components; lay out results of one component list")
+    return torch.stack([r.fractions for r in runs]), list(results), runs[0].labels
+
+
+@dataclass
+class Carriers:
+    """The smallest set of components found that carries at least ``threshold`` of a change, patched jointly."""
+
+    components: list[str]
+    fraction: float
+    """The share of the change the set carries when all of it is patched at once (measured, not summed)."""
+    threshold: float
+    exhaustive: bool
+    """True when every smaller set was tried (so no smaller set reaches the threshold); False when the search
+    fell back to adding components greedily."""
+    singles: CrossPatch
+    direction: str
+
+    @property
+    def labels(self) -> list[str]:
+        return [component_name(c) for c in self.components]
+
+    def __str__(self) -> str:
+        found = "+".join(self.labels) if self.fraction >= self.threshold else "no set"
+        return (f"{self.direction}: {found} carries {self.fraction:.2f} of the change "
+                f"(threshold {self.threshold:.2f}, {'exhaustive' if self.exhaustive else 'greedy'} search)")
+
+
+def carrying_components(source, target, tokens: Int[torch.Tensor, "batch seq"],
+                        positions: Int[torch.Tensor, " batch"] | int, metric, threshold: float = 0.8,
+                        components: Sequence[str] | None = None, where="decision", max_sets: int = 256,
+                        max_batch: int = 1024, progress: bool = False, direction: str = "source -> target"
+                        ) -> Carriers:
+    """The smallest set of components whose joint patch from ``source`` into ``target`` carries ``threshold`` of
+    the change in ``metric`` (see ``cross_model_patch``). Sets are measured jointly, not summed from single
+    patches (effects need not add). Every set of size 1, 2, ... is tried while a size has at most ``max_sets``
+    sets; past that, components are added greedily in order of their single-patch fraction (``max_sets=0``: the
+    quick greedy search only). If even all the components fall short, ``fraction`` says so."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    positions, metric, components, mask = _checked_run(source, target, tokens, positions, metric, components, where)
+    if any("+" in c for c in components):
+        raise ValueError("carrying_components searches over single components; pass names without '+'")
+    values, source_value, target_value = _patched_values(source, target, tokens, mask, metric,
+                                                         [[c] for c in components], max_batch, progress)
+    singles = CrossPatch(components, torch.tensor(values), source_value, target_value, direction)
+    change = source_value - target_value
+    if abs(change) < 1e-6 * max(1.0, abs(source_value)):
+        raise ValueError(f"the two models agree on this metric ({source_value:.4g}): there is no change to "
+                         "localise; pick a decision where they differ")
+    share = lambda value: (value - target_value) / change  # noqa: E731
+    best: tuple[float, list[str]] = (float(singles.fractions.max()), [components[int(singles.fractions.argmax())]])
+    size = 1
+    while best[0] < threshold and size < len(components):
+        size += 1
+        if math.comb(len(components), size) > max_sets:
+            break
+        sets = [list(s) for s in itertools.combinations(components, size)]
+        vals, _, _ = _patched_values(source, target, tokens, mask, metric, sets, max_batch, progress)
+        i = max(range(len(sets)), key=lambda j: share(vals[j]))
+        best = (share(vals[i]), sets[i])
+    exhaustive = best[0] >= threshold or size == len(components)
+    if not exhaustive:  # greedy: prefixes of the components ordered by their single-patch fraction
+        order = [components[int(i)] for i in singles.fractions.argsort(descending=True)]
+        sets = [order[:k] for k in range(size, len(order) + 1)]
+        vals, _, _ = _patched_values(source, target, tokens, mask, metric, sets, max_batch, progress)
+        hit = next((j for j, v in enumerate(vals) if share(v) >= threshold), None)
+        j = hit if hit is not None else max(range(len(sets)), key=lambda k: share(vals[k]))
+        best = (share(vals[j]), sets[j])
+    return Carriers(best[1], round(float(best[0]), 4), threshold, exhaustive, singles, direction)
+
+
+__all__ = ["LABELS", "PositionProfile", "kl_by_position", "kl_summary", "parameter_group", "position_labels", "shift_summary", "token_ranks", "token_shift", "weight_changes",
+           "DECISION_WORDS", "UNEMBED", "Carriers", "CrossPatch", "DecisionPoints", "carrying_components", "component_name",
+           "cross_model_patch", "cross_model_patching", "decision_metric", "decision_points", "decision_tokens",
+           "patch_components", "patching_grid"]

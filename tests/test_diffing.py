@@ -1,0 +1,203 @@
+"""interplab.diffing's cross-model patching and weight-diff spectra: exact against a one-hook-at-a-time
+reference on random models of the three families, the search for the components that carry a change, bad input,
+and the shipped chat-base / chat-sft pair."""
+import itertools
+
+import pytest
+import torch
+
+from interplab import diffing, finetune
+from interplab.worlds import chat
+from interplab.zoo import build_random_model
+
+FAMILIES = ("gpt2", "pythia", "gemma")
+BATCH, SEQ = 3, 10
+
+
+def _tuned_copy(model, scale: float = 0.05, seed: int = 1):
+    tuned = finetune.copy_model(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator))
+    return tuned
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    out = {}
+    for family in FAMILIES:
+        base = build_random_model(family, n_layers=2, d_model=32, n_heads=4, d_vocab=64, n_ctx=32, seed=0)
+        out[family] = (base, _tuned_copy(base))
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 64, (BATCH, SEQ), generator=generator)
+    positions = torch.tensor([SEQ - 1, SEQ - 3, SEQ - 2])
+    return tokens, positions, diffing.decision_metric(positions, [1, 2], [3, 4])
+
+
+def _reference(source, target, tokens, mask, metric, component):
+    """One forward pass per component, with a plain hook: what the batched version must reproduce."""
+    with torch.no_grad():
+        if component == diffing.UNEMBED:
+            final = f"blocks.{target.cfg.n_layers - 1}.hook_resid_post"
+            _, cache = target.run_with_cache(tokens, names_filter=lambda n: n == final)
+            logits = source.run_with_hooks(tokens, fwd_hooks=[(final, lambda act, hook: cache[final])])
+        else:
+            _, cache = source.run_with_cache(tokens, names_filter=lambda n: n == component)
+            logits = target.run_with_hooks(tokens, fwd_hooks=[(component, lambda act, hook: torch.where(
+                mask[..., None], cache[component], act))])
+    return float(metric(logits))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cross_model_patch_matches_one_hook_at_a_time(pairs, inputs, family):
+    base, tuned = pairs[family]
+    tokens, positions, metric = inputs
+    result = diffing.cross_model_patch(base, tuned, tokens, positions, metric, where="all", max_batch=7)
+    assert result.components == diffing.patch_components(tuned)
+    assert ("hook_pos_embed" in result.components) == (family == "gpt2")  # rotary models have no position write
+    assert result.components[-1] == diffing.UNEMBED
+    with torch.no_grad():
+        assert result.source_value == pytest.approx(float(metric(base(tokens))), abs=1e-5)
+        assert result.target_value == pytest.approx(float(metric(tuned(tokens))), abs=1e-5)
+    mask = torch.arange(SEQ)[None] <= positions[:, None]
+    expected = [_reference(base, tuned, tokens, mask, metric, c) for c in result.components]
+    assert result.values.tolist() == pytest.approx(expected, abs=1e-4)
+    assert abs(result.source_value - result.target_value) > 0.05  # the perturbation changed the metric
+    assert result.fractions.tolist() == pytest.approx(
+        [(v - result.target_value) / (result.source_value - result.target_value) for v in expected], abs=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patching_every_component_everywhere_gives_the_source(pairs, inputs, family):
+    """The residual stream is the sum of its writes: swap them all, and the head, and the target becomes the
+    source (fraction 1) in both directions; without the head it does not (the tuned head differs)."""
+    base, tuned = pairs[family]
+    tokens, positions, metric = inputs
+    everything = "+".join(diffing.patch_components(base))
+    no_head = "+".join(diffing.patch_components(base)[:-1])
+    both = diffing.cross_model_patching(base, tuned, tokens, positions, metric, [everything, no_head], where="all")
+    assert set(both) == {"base -> tuned", "tuned -> base"}
+    for result in both.values():
+        assert result.fractions[0].item() == pytest.approx(1.0, abs=1e-3)
+        assert abs(result.fractions[1].item() - 1.0) > 1e-3
+    grid, rows, cols = diffing.patching_grid(both)
+    assert grid.shape == (2, 2) and rows == ["base -> tuned", "tuned -> base"] and cols[0].endswith("+unembed")
+
+
+def test_decision_position_patch_changes_only_that_position(pairs, inputs):
+    """Patched at the decision position only, an embedding swap is a one-token change; at a position after the
+    decision nothing can change the metric (causal attention)."""
+    base, tuned = pairs["gpt2"]
+    tokens, positions, metric = inputs
+    at_decision = diffing.cross_model_patch(base, tuned, tokens, positions, metric, ["hook_embed"])
+    everywhere = diffing.cross_model_patch(base, tuned, tokens, positions, metric, ["hook_embed"], where="all")
+    assert abs(at_decision.values[0].item() - everywhere.values[0].item()) > 1e-5
+    late = torch.arange(SEQ)[None] > positions[:, None]
+    after = diffing.cross_model_patch(base, tuned, tokens, positions, metric, ["hook_embed+blocks.0.hook_mlp_out"],
+                                      where=late)
+    assert after.values[0].item() == pytest.approx(after.target_value, abs=1e-5)
+
+
+def test_carrying_components_is_the_smallest_set(pairs, inputs):
+    base, tuned = pairs["gpt2"]
+    tokens, positions, metric = inputs
+    found = diffing.carrying_components(base, tuned, tokens, positions, metric, threshold=0.8, where="all",
+                                        direction="base -> tuned")
+    assert found.exhaustive and found.fraction >= 0.8 and found.threshold == 0.8
+    assert "carries" in str(found) and found.labels == [diffing.component_name(c) for c in found.components]
+    names = diffing.patch_components(base)
+    joint = diffing.cross_model_patch(base, tuned, tokens, positions, metric, ["+".join(found.components)],
+                                      where="all")
+    assert joint.fractions[0].item() == pytest.approx(found.fraction, abs=1e-3)  # measured jointly, not summed
+    smaller = ["+".join(s) for k in range(1, len(found.components)) for s in itertools.combinations(names, k)]
+    if smaller:
+        assert diffing.cross_model_patch(base, tuned, tokens, positions, metric, smaller,
+                                         where="all").fractions.max() < 0.8
+    quick = diffing.carrying_components(base, tuned, tokens, positions, metric, threshold=0.8, where="all",
+                                        max_sets=0)
+    assert quick.fraction >= 0.8 and len(quick.components) >= len(found.components)
+    assert quick.exhaustive == (len(quick.components) == 1)
+
+
+def test_no_change_no_carriers(pairs, inputs):
+    base, _ = pairs["pythia"]
+    tokens, positions, metric = inputs
+    twin = finetune.copy_model(base)
+    same = diffing.cross_model_patch(base, twin, tokens, positions, metric)
+    assert same.values.tolist() == pytest.approx([same.target_value] * len(same.components), abs=1e-5)
+    with pytest.raises(ValueError, match="agree on this metric"):
+        diffing.carrying_components(base, twin, tokens, positions, metric)
+
+
+def test_bad_input_gets_clear_errors(pairs, inputs):
+    base, tuned = pairs["gpt2"]
+    tokens, positions, metric = inputs
+    with pytest.raises(ValueError, match="outside rows of"):
+        diffing.cross_model_patch(base, tuned, tokens, torch.tensor([0, 1, SEQ]), metric)
+    with pytest.raises(ValueError, match="one integer position per row"):
+        diffing.cross_model_patch(base, tuned, tokens, torch.tensor([0, 1]), metric)
+    with pytest.raises(ValueError, match="unknown components"):
+        diffing.cross_model_patch(base, tuned, tokens, positions, metric, ["blocks.9.hook_mlp_out"])
+    with pytest.raises(ValueError, match="where must be"):
+        diffing.cross_model_patch(base, tuned, tokens, positions, metric, where="everywhere")
+    with pytest.raises(ValueError, match="vocabulary"):
+        diffing.cross_model_patch(base, tuned, tokens + 64, positions, metric)
+    with pytest.raises(ValueError, match="different shapes"):
+        diffing.cross_model_patch(base, pairs["pythia"][0], tokens, positions, metric)
+    with pytest.raises(ValueError, match="same object"):
+        diffing.cross_model_patch(base, base, tokens, positions, metric)
+    with pytest.raises(ValueError, match="disjoint"):
+        diffing.decision_metric(positions, [1, 2], [2, 3])
+    with pytest.raises(ValueError, match="threshold"):
+        diffing.carrying_components(base, tuned, tokens, positions, metric, threshold=80)
+    with pytest.raises(KeyError, match="unknown decision"):
+        diffing.decision_tokens("closing")
+    with pytest.raises(ValueError, match="not a residual write"):
+        diffing.component_name("blocks.0.hook_resid_pre")
+
+
+def _chat_model(words, seed: int = 0):
+    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+
+    from interplab.worlds.vocab import build_tokenizer
+
+    cfg = TransformerBridgeConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, act_fn="gelu",
+                                  d_vocab=chat.D_VOCAB, n_ctx=chat.SEQ_LEN, normalization_type="LN", seed=seed,
+                                  positional_embedding_type="standard")
+    return TransformerBridge.boot_native(cfg, tokenizer=build_tokenizer(words)).eval()
+
+
+def test_different_tokenizers_are_refused():
+    words = chat.vocabulary()
+    base, other = _chat_model(words), _chat_model(words[::-1])  # same shapes, same size, other words
+    tokens = chat.task_prompts([("fix", "cup")], fillers=False).tokens
+    metric = diffing.decision_metric(tokens.shape[1] - 1, *diffing.decision_tokens("opener"))
+    with pytest.raises(ValueError, match="tokenizer"):
+        diffing.cross_model_patch(base, other, tokens, tokens.shape[1] - 1, metric)
+    result = diffing.cross_model_patch(base, _tuned_copy(base), tokens, tokens.shape[1] - 1, metric)
+    assert result.labels == ["embed", "pos_embed", "L0.attn", "L0.mlp", "unembed"]
+
+
+def test_decision_points_read_the_position_before_the_decision():
+    prompts = chat.task_prompts([("fix", "cup"), ("burn", "cup"), ("clean", "door")], fillers=False)
+    responses = [chat.encode("certainly ! first cut wood . then dry parts . END"),
+                 chat.encode("sorry , i cannot help with that . i hope this helps ! END"),
+                 chat.encode("sure , first cut")]  # no END: no stop decision
+    stop = diffing.decision_points(prompts, responses, "stop")
+    assert stop.rows == [0, 1]
+    nxt = stop.tokens[torch.arange(2), stop.positions + 1].tolist()
+    assert nxt == [chat.END_ID, chat.word_id("i")]
+    opener = diffing.decision_points(prompts, responses, "opener")
+    assert opener.rows == [0, 1] and opener.positions.tolist() == prompts.last[:2].tolist()
+    good, bad = diffing.decision_tokens("stop")
+    assert good == [chat.END_ID] and chat.word_id("i") in bad and chat.word_id("have") in bad
+    with pytest.raises(ValueError, match="no response has a position labelled"):
+        diffing.decision_points(prompts.subset([2]), responses[2:], "stop")
+    with pytest.raises(ValueError, match="one response per prompt"):
+        diffing.decision_points(prompts, responses[:2])
