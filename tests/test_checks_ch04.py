@@ -163,7 +163,8 @@ def test_ce_recovered_checker():
     with pytest.raises(CheckFailed, match="fraction lost"):
         ch04.test_ce_recovered(lambda clean, spliced, ablated: (spliced - clean) / (ablated - clean))
     with pytest.raises(CheckFailed, match="clipped"):
-        ch04.test_ce_recovered(lambda clean, spliced, ablated: min(1.0, max(0.0, (ablated - spliced) / (ablated - clean))))
+        ch04.test_ce_recovered(lambda clean, spliced, ablated: min(1.0, max(0.0, ch04.reference_ce_recovered(
+            clean, spliced, ablated))))
     with pytest.raises(CheckFailed, match="swapped"):
         ch04.test_ce_recovered(lambda clean, spliced, ablated: (spliced - ablated) / (spliced - clean))
     with pytest.raises(CheckFailed, match="raise ValueError"):  # divides by zero unguarded

@@ -314,7 +314,8 @@ def test_sae_loss(sae_loss: Callable) -> None:
                     "an L2 penalty sum f^2 where the L1 sum |f| belongs": mse + l1 * float(f.pow(2).sum(-1).mean()),
                     "the reconstruction error not squared (|x_hat - x|)": float((x_hat - x).abs().sum(-1).mean())
                                                                           + l1 * sparsity,
-                    "the error's norm ||x_hat - x||, not its square": float(error.sum(-1).sqrt().mean()) + l1 * sparsity,
+                    "the error's norm ||x_hat - x||, not its square":
+                        float(error.sum(-1).sqrt().mean()) + l1 * sparsity,
                     "no L1 term: the squared error alone": mse,
                     "the L1 coefficient left out (multiply the L1 term by it)": mse + sparsity,
                     "sums over tokens where the means belong": float(error.sum()) + l1 * float(f.sum())}
@@ -434,7 +435,8 @@ def test_ce_recovered(ce_recovered: Callable) -> None:
         variants = {"the fraction lost, (spliced - clean) / (ablated - clean): CE *recovered* is 1 minus that":
                         1 - expected,
                     "the CE increase in nats, not a fraction": spliced - clean,
-                    "the ratio upside down": (ablated - clean) / (ablated - spliced) if ablated != spliced else math.nan,
+                    "the ratio upside down":
+                        (ablated - clean) / (ablated - spliced) if ablated != spliced else math.nan,
                     "spliced and ablated swapped": (spliced - ablated) / (spliced - clean) if spliced != clean
                     else math.nan,
                     "clipped to [0, 1]: an SAE worse than the ablation scores below 0, and the chapter wants to see "
@@ -610,7 +612,8 @@ def test_previous_token_variable(previous_token_variable: Callable) -> None:
         expected_labels, expected_population = reference_previous_token_variable(tokens, prompt, position, word)
         seq = tokens.shape[1]
         if labels.shape == (len(prompt), seq):
-            raise CheckFailed(f"{case}: labels: expected one per row, shape ({len(prompt)},), got {tuple(labels.shape)}: "
+            raise CheckFailed(f"{case}: labels: expected one per row, shape ({len(prompt)},), got "
+                              f"{tuple(labels.shape)}: "
                               "tokens[position - 1] picks whole sequences; index both axes, "
                               "tokens[prompt, position - 1]")
         following = (tokens[prompt, (position + 1).clamp_max(seq - 1)] == word) & (position < seq - 1)
@@ -662,7 +665,8 @@ def test_clamp_latent_hook(clamp_latent_hook: Callable) -> None:
     seed = fresh_seed()
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
-    for architecture, d_in, d_sae, value in (("standard", 12, 40, 5.0), ("topk", 16, 48, 0.0), ("standard", 9, 30, 0.0)):
+    settings = (("standard", 12, 40, 5.0), ("topk", 16, 48, 0.0), ("standard", 9, 30, 0.0))
+    for architecture, d_in, d_sae, value in settings:
         sae = _random_sae(generator, d_in, d_sae, architecture)
         batch, seq = 3, 7
         act = _random_acts(generator, batch * seq, d_in, offset=sae.b_dec.detach()).reshape(batch, seq, d_in)
@@ -760,11 +764,12 @@ def test_decoder_matches(decoder_matches: Callable) -> None:
                                              >= expected_cosine - 1e-6)
         if wrong.any():
             row = int(wrong.nonzero()[0])
+            given = int(index[row])
+            given_cosine = float(cos[row, given]) if 0 <= given < cos.shape[1] else math.nan
             raise CheckFailed(f"{case}: index: row {row} of W_small is closest to row {int(expected_index[row])} of "
-                              f"W_large (cosine {float(expected_cosine[row]):.4f}), you gave {int(index[row])} "
-                              f"(cosine {float(cos[row, index[row]]) if 0 <= index[row] < cos.shape[1] else math.nan:.4f})"
-                              f"; {int(wrong.sum())} of {len(index)} indices differ: return the argmax of the same "
-                              "cosines")
+                              f"W_large (cosine {float(expected_cosine[row]):.4f}), you gave {given} (cosine "
+                              f"{given_cosine:.4f}); {int(wrong.sum())} of {len(index)} indices differ: return the "
+                              "argmax of the same cosines")
     passed("test_decoder_matches", len(cases))
 
 
@@ -796,8 +801,8 @@ def _variable_names() -> list[str]:
 
 
 def check_feature_names(my_features: dict, model=None, n_sequences: int = 300) -> None:
-    """``my_features = {latent: "current token = ka" | "previous token = ka", ...}`` (at least 5): latents of the shipped
-    ``attn2-induction-topk`` SAE and the variable you read in each. Each latent must detect its variable with
+    """``my_features = {latent: "current token = ka" | "previous token = ka", ...}`` (at least 5): latents of the
+    shipped ``attn2-induction-topk`` SAE and the variable you read in each. Each latent must detect its variable with
     AUROC >= 0.9, measured on fresh sequences within the variable's population. ``model``: the ``attn2-induction``
     model you already loaded (saves loading it again)."""
     from interplab.zoo import did_you_mean
