@@ -172,6 +172,22 @@ def test_check_metric_reading():
         ch06.check_metric_reading(dict(right, kl_location_set_by="both"))
 
 
+def test_metric_reading_follows_the_retunes_cards(monkeypatch):
+    """With early-only and late-only cards shipped, the truth is read from them: here a late retune whose stop tokens
+    URIAL does flag (as in the variant world where the base gives END a low probability)."""
+    cards = {"early": {"kl": {"first_3_share": 0.95}, "token_shift": {"shifted_at_stop": 0.0}},
+             "late": {"kl": {"first_3_share": 0.04}, "token_shift": {"shifted_at_stop": 0.6}}}
+    monkeypatch.setattr(ch06, "_retuned", lambda kind: cards[kind])
+    truth = ch06.metric_reading_truth()
+    assert truth["urial_sees_late_tuning"] and truth["kl_sees_late_tuning"]
+    assert truth["kl_location_set_by"] == "constitution" and "cards" in truth["source"]
+    reading = {"kl_sees_late_tuning": True, "urial_sees_late_tuning": False, "kl_location_set_by": "constitution",
+               "why": "the late-only model's KL sits at the stop decision and URIAL misses it"}
+    with pytest.raises(CheckFailed, match="'urial_sees_late_tuning'"):
+        ch06.check_metric_reading(reading)
+    ch06.check_metric_reading(dict(reading, urial_sees_late_tuning=True))
+
+
 # ---------------------------------------------------------------- 7. effective rank
 
 def _plogp_rank(delta, square=False, base=math.e, exp=True, normalise=True):
