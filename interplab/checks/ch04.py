@@ -495,16 +495,18 @@ def _planted_latents(generator: torch.Generator, n: int, d_sae: int) -> tuple[to
     population = torch.rand(n, generator=generator) < 0.6
     labels[:2], population[:4] = torch.tensor([False, True]), True
     labels[2:4] = torch.tensor([False, True])
+    detector, absence, confound = torch.randperm(d_sae, generator=generator)[:3].tolist()
+    # fires on 80% of positives and 25% of negatives in the population (ties at zero on both sides, so its AUROC
+    # is below 1), and on every negative outside it, strongly: the best latent only within the population
     u = torch.rand(n, generator=generator)
-    slots = torch.randperm(d_sae, generator=generator)[:3].tolist()
-    detector, absence, confound = slots
-    # fires on 80% of positives and 25% of negatives in the population (ties at zero on both sides), and on every
-    # negative outside it, strongly: the best latent only within the population
     latents[:, detector] = (labels & (u < 0.8)) * (1 + u) + (~labels & (u < 0.25)) * 0.5 * u
+    latents[3, detector] = 0.0  # a positive in the population where it is silent
     latents[~population & ~labels, detector] = 3.0
+    u = torch.rand(n, generator=generator)
     # fires on negatives: 1 - AUROC beats every detector
     latents[:, absence] = (~labels) * (1 + u) + (labels & (u < 0.02)) * 0.1
     # a weaker detector inside the population, a clean one outside: the best when the population is ignored
+    u = torch.rand(n, generator=generator)
     latents[:, confound] = (labels & (u < 0.6)) * u + (~labels & (u < 0.3)) * 0.3 * u
     latents[~population, confound] = labels[~population] * 2.0
     return latents.float(), labels, population
