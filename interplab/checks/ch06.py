@@ -379,7 +379,7 @@ def metric_reading_truth() -> dict[str, Any]:
     if late is not None:
         shifted = late["token_shift"].get("shifted_at_stop", 0.0)
         truth["kl_sees_late_tuning"] = late["kl"]["first_3_share"] < 0.5
-        truth["urial_sees_late_tuning"] = not math.isnan(shifted) and shifted >= 0.05
+        truth["urial_sees_late_tuning"] = not math.isnan(shifted) and shifted > 0.5  # most stops flagged
         truth["source"] = "the late-only retune's card"
         if early is not None:
             gap = early["kl"]["first_3_share"] - late["kl"]["first_3_share"]
