@@ -88,10 +88,88 @@ def facts_variables(cache: ActivationCache, prompts) -> list[Variable]:
     return variables
 
 
+def _ioi_rows(cache: ActivationCache, batch) -> None:
+    from interplab.worlds import ioi
+
+    if len(batch) != cache.tokens.shape[0]:
+        raise ValueError(f"the cache holds {cache.tokens.shape[0]} prompts but the IOIBatch has {len(batch)}: pass "
+                         f"the batch the cache was built from")
+    if not torch.equal(cache.tokens[:, :ioi.PROMPT_LEN], batch.tokens):
+        raise ValueError("the cache's tokens are not this IOIBatch's prompts (or prompt + answer): pass the batch the "
+                         "cache was built from")
+
+
+def ioi_variables(cache: ActivationCache, batch, strict: bool = True) -> list[Variable]:
+    """IOI-world (``ioi-2l``) variables over ``cache``'s rows, each within a population that controls a confound.
+
+    ``cache`` holds ``batch.tokens`` or ``batch.with_answer()`` (positions 1-15: the answer at 15 is the IO).
+
+    - ``name`` (30): this token is name k, among name tokens (so "is a name" alone cannot pass).
+    - ``token class`` (3): this token is a name / a place / an object.
+    - ``position`` (15 or 14): this token is at position p.
+    - ``template`` (6): the prompt uses template t (every token of it).
+    - ``ABBA`` (1): the IO came first, over positions >= 10 (where the repeated name first shows which it is).
+    - ``IO at END`` (30): the IO is name k, at END; strictly among the prompts that contain k (as IO or as S),
+      so a latent meaning "k occurs in this prompt" scores 0.5, not 1. ``strict=False`` asks among every
+      END token instead, the lenient definition such a latent passes.
+    """
+    from interplab.worlds import ioi
+
+    _ioi_rows(cache, batch)
+    token = cache.token
+    position = cache.position
+    names = ioi.NAME_IDS
+    is_name = (token[:, None] == names).any(-1)
+    is_place = (token[:, None] == torch.tensor([ioi.word_id(w) for w in ioi.PLACES])).any(-1)
+    is_object = (token[:, None] == torch.tensor([ioi.word_id(w) for w in ioi.OBJECTS])).any(-1)
+    variables: list[Variable] = []
+    for k, name in enumerate(ioi.NAMES):
+        _keep(variables, f"name = {name}", "name", token == names[k], is_name)
+    for label, labels in (("name", is_name), ("place", is_place), ("object", is_object)):
+        _keep(variables, f"is a {label}", "token class", labels, None)
+    for p in range(int(position.max()) + 1):
+        _keep(variables, f"position = {p}", "position", position == p, None)
+    template = batch.template[cache.prompt]
+    for t in range(len(ioi.TEMPLATES)):
+        _keep(variables, f"template = {t} ({ioi.TEMPLATES[t].split()[0]} ...)", "template", template == t, None)
+    _keep(variables, "ABBA (IO first)", "ABBA", batch.abba[cache.prompt], position >= ioi.POS_S2)
+    io, s = batch.io[cache.prompt], batch.s[cache.prompt]
+    at_end = position == ioi.POS_END
+    for k, name in enumerate(ioi.NAMES):
+        contains = (io == names[k]) | (s == names[k])
+        _keep(variables, f"IO at END = {name}", "IO at END", io == names[k], at_end & contains if strict else at_end)
+    return variables
+
+
+def ioi_diagnostic_variables(cache: ActivationCache, batch) -> list[Variable]:
+    """Finer IOI variables that explain why some of :func:`ioi_variables` fail (not the world's variables themselves).
+
+    - ``name @ pos p`` (30 per name slot 2, 4, 10 and 15): name k among the name tokens at that position.
+      When these pass and ``name`` fails, the SAE split each name into one latent per slot.
+    - ``IO at END (lenient)`` (30): IO is k among every END token; compare with the strict ``IO at END``.
+    - ``IO at pos 2/4 (control)`` (1): the name at position 2 or 4 is the IO. That depends on the repeated name at
+      position 10, which a causal model has not seen yet: every site should fail this one.
+    """
+    from interplab.worlds import ioi
+
+    _ioi_rows(cache, batch)
+    token, position = cache.token, cache.position
+    variables: list[Variable] = []
+    for slot in (ioi.POS_A, ioi.POS_B, ioi.POS_S2, ioi.PROMPT_LEN):
+        here = position == slot
+        for k, name in enumerate(ioi.NAMES):
+            _keep(variables, f"name @ pos {slot} = {name}", f"name @ pos {slot}", token == ioi.NAME_IDS[k], here)
+    lenient = [v for v in ioi_variables(cache, batch, strict=False) if v.family == "IO at END"]
+    variables += [Variable(v.name, "IO at END (lenient)", v.labels, v.population) for v in lenient]
+    early = (position == ioi.POS_A) | (position == ioi.POS_B)
+    _keep(variables, "IO at pos 2/4 (control)", "IO at pos 2/4 (control)", token == batch.io[cache.prompt], early)
+    return variables
+
+
 def facts_subject_mask(prompts) -> Bool[torch.Tensor, "batch seq"]:
     """True at each prompt's last subject token: the position filter for :func:`facts_variables`' cache."""
     position = torch.arange(prompts.tokens.shape[1])
     return position[None] == prompts.subject_last[:, None]
 
 
-__all__ = ["facts_subject_mask", "facts_variables", "induction_variables"]
+__all__ = ["facts_subject_mask", "facts_variables", "induction_variables", "ioi_diagnostic_variables", "ioi_variables"]

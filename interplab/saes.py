@@ -162,6 +162,12 @@ def cache_activations(model, tokens: Tokens, hook_name: str, positions: Position
             acts = torch.empty(n, kept.shape[-1], dtype=torch.float32)
         acts[row:row + len(kept)] = kept
         row += len(kept)
+    bad = ~torch.isfinite(acts).all(-1)
+    if bad.any():
+        first = int(bad.nonzero()[0, 0])
+        raise ValueError(f"the model produced NaN or inf at {hook_name} in {int(bad.sum())} of {n} kept tokens (first: "
+                         f"prompt {int(prompt[first])}, position {int(position[first])}); an SAE cannot be trained on "
+                         f"them: check the model's weights and these tokens, or leave those positions out")
     return ActivationCache(acts=acts, hook_name=hook_name, tokens=tokens.cpu(), prompt=prompt, position=position,
                            model_name=model_name)
 
@@ -187,7 +193,8 @@ class SAEConfig:
             raise ValueError(f"d_in and d_sae must be >= 1, got {self.d_in} and {self.d_sae}")
         if self.architecture == "topk":
             if self.k is None or not 1 <= self.k <= self.d_sae:
-                raise ValueError(f"a TopK SAE needs 1 <= k <= d_sae = {self.d_sae}, got k = {self.k}")
+                raise ValueError(f"a TopK SAE needs 1 <= k <= d_sae = {self.d_sae}, got k = {self.k}: lower k or widen "
+                             f"the SAE (d_sae)")
         elif self.k is not None:
             raise ValueError("k is for architecture='topk'; a standard SAE is made sparse by its L1 penalty")
 
@@ -584,9 +591,13 @@ def _hook_name(model, sae: SAE, hook_name: str | None) -> str:
     if name not in model.hook_dict:
         raise ValueError(f"unknown hook name {name!r} for this model; residual hooks are named like "
                          f"'blocks.1.hook_resid_pre'")
-    width = model.cfg.d_model if "resid" in name else None
+    residual = name.split(".")[-1] in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
+                                       "hook_mlp_out", "hook_embed", "hook_pos_embed")
+    width = model.cfg.d_model if residual else None
     if width is not None and width != sae.cfg.d_in:
-        raise ValueError(f"the SAE has d_in = {sae.cfg.d_in} but this model's d_model is {width}: wrong model?")
+        raise ValueError(f"the SAE has d_in = {sae.cfg.d_in} but {name} of this model has d_model = {width}: use "
+                         f"the model and hook the SAE was trained on (its cfg says {sae.cfg.model_name!r} at "
+                         f"{sae.cfg.hook_name!r})")
     return name
 
 

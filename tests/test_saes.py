@@ -320,7 +320,7 @@ def test_bad_input(induction_model, data, tmp_path):
         sae.encode(torch.zeros(3, 64))
     with pytest.raises(ValueError, match="d_in = 16"):
         saes.reconstruction_metrics(sae, torch.zeros(3, 64))
-    with pytest.raises(ValueError, match="d_model is 64"):
+    with pytest.raises(ValueError, match="has d_model = 64"):
         saes.ce_metrics(induction_model, sae, torch.zeros(2, 5, dtype=torch.long), progress=False)
     with pytest.raises(ValueError, match="unknown hook"):
         saes.cache_activations(induction_model, torch.zeros(2, 5, dtype=torch.long), "blocks.9.hook_resid_pre")
@@ -357,3 +357,79 @@ def test_facts_variables_follow_the_world():
     assert "subject = " + facts.UNKNOWN_SUBJECTS[0] not in variables
     with pytest.raises(ValueError, match="FactPrompts the cache was built from"):
         facts_variables(cache, facts.all_prompts(facts.KNOWN_SUBJECTS[:1]))
+
+
+def test_bad_input_is_named_before_training(induction_model, data):
+    """d_model mismatch at any residual-width hook, NaN coming out of the model, k larger than the width."""
+    from interplab.zoo import load_model
+
+    acts, _ = data
+    sae = saes.SAE(saes.SAEConfig(d_in=16, d_sae=8, architecture="topk", k=2, model_name="tiny", hook_name=HOOK))
+    with pytest.raises(ValueError, match="blocks.0.hook_attn_out of this model has d_model = 64.*'tiny'"):
+        saes.ce_metrics(induction_model, sae, torch.zeros(2, 5, dtype=torch.long),
+                        hook_name="blocks.0.hook_attn_out", progress=False)
+    with pytest.raises(ValueError, match="d_in = 16"):
+        saes.encode_all(sae, torch.zeros(3, 64))
+    for d_sae, k in ((8, 9), (8, 0)):
+        with pytest.raises(ValueError, match="k <= d_sae.*widen"):
+            saes.SAEConfig(d_in=16, d_sae=d_sae, architecture="topk", k=k)
+    with pytest.raises(ValueError, match="k <= d_sae = 32"):
+        saes.train_sae(acts, d_sae=32, k=33, steps=1, progress=False)
+    broken = load_model("attn2-induction")
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or inf at blocks.1.hook_resid_pre in 8 of 8 kept tokens"):
+        saes.cache_activations(broken, torch.ones(2, 5, dtype=torch.long), HOOK, progress=False)
+    with pytest.raises(ValueError, match="NaN or inf in 1 rows"):
+        saes.reconstruction_metrics(sae, torch.cat([acts[:4], torch.full((1, 16), float("nan"))]))
+
+
+def _ioi_cache(n=240, seed=3):
+    from interplab.worlds import ioi
+
+    batch = ioi.sample(n, seed=seed)
+    tokens = batch.with_answer()
+    mask = torch.zeros(tokens.shape, dtype=torch.bool)
+    mask[:, 1:] = True
+    prompt, position = mask.nonzero(as_tuple=True)
+    cache = saes.ActivationCache(acts=torch.zeros(len(prompt), 4), hook_name=HOOK, tokens=tokens, prompt=prompt,
+                                 position=position)
+    return cache, batch
+
+
+def test_ioi_variables_strict_populations():
+    from interplab.sae_variables import ioi_diagnostic_variables, ioi_variables
+    from interplab.worlds import ioi
+
+    cache, batch = _ioi_cache()
+    variables = {v.name: v for v in ioi_variables(cache, batch)}
+    families = [v.family for v in variables.values()]
+    assert {f: families.count(f) for f in dict.fromkeys(families)} == {
+        "name": 30, "token class": 3, "position": 15, "template": 6, "ABBA": 1, "IO at END": 30}
+    mary = ioi.word_id("mary")
+    has_mary = ((batch.io == mary) | (batch.s == mary))[cache.prompt]
+    at_end = cache.position == ioi.POS_END
+    strict = variables["IO at END = mary"]
+    assert torch.equal(strict.population, at_end & has_mary)
+    assert torch.equal(strict.labels[strict.population], (batch.io[cache.prompt] == mary)[strict.population])
+    name = variables["name = mary"]
+    assert set(cache.position[name.population].tolist()) == {2, 4, 10, 15}  # among name tokens only
+    assert variables["ABBA (IO first)"].population.equal(cache.position >= 10)
+    # a latent meaning "mary occurs in this prompt" passes the lenient test and fails the strict one
+    occurs = has_mary.float()[:, None]
+    lenient = {v.name: v for v in ioi_variables(cache, batch, strict=False)}
+    assert torch.equal(lenient["IO at END = mary"].population, at_end)
+    assert saes.variable_recovery(occurs, [lenient["IO at END = mary"]], progress=False).auroc[0] > 0.95
+    assert saes.variable_recovery(occurs, [strict], progress=False).auroc[0] == pytest.approx(0.5)
+    # a per-slot name latent fails "name" but passes its slot's diagnostic variable
+    diagnostic = {v.name: v for v in ioi_diagnostic_variables(cache, batch)}
+    slot = ((cache.token == mary) & (cache.position == ioi.POS_S2)).float()[:, None]
+    assert saes.variable_recovery(slot, [diagnostic["name @ pos 10 = mary"]], progress=False).auroc[0] == 1.0
+    assert saes.variable_recovery(slot, [name], progress=False).auroc[0] < 0.9
+    control = diagnostic["IO at pos 2/4 (control)"]
+    assert set(cache.position[control.population].tolist()) == {2, 4} and control.labels[control.population].float(
+    ).mean() == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="the batch the cache was built from"):
+        ioi_variables(cache, ioi.sample(240, seed=4))
+    with pytest.raises(ValueError, match="the batch the cache was built from"):
+        ioi_variables(cache, ioi.sample(10, seed=3))

@@ -153,6 +153,28 @@ def evaluate(sae: sae_lib.SAE, recipe: dict, model=None, eval_sequences: int | N
         variables=families)
 
 
+TRAIN_KEYS = ("d_sae", "architecture", "steps", "batch_size", "lr", "seed", "dead_after_tokens", "k", "aux_k",
+              "aux_coefficient", "l1_coefficient", "resample_at")
+
+
+def train_settings(recipe: dict | str, **overrides) -> dict:
+    """The keyword arguments of :func:`interplab.saes.train_sae` that a recipe (or a shipped SAE's name) fixes.
+
+    ``overrides`` replace them (None values are ignored), so a benchmark or a notebook trains "the shipped
+    recipe, but at k 16" without copying it.
+    """
+    recipe = _recipe(recipe) if isinstance(recipe, str) else recipe
+    unknown = set(overrides) - set(TRAIN_KEYS)
+    if unknown:
+        raise ValueError(f"unknown train_sae settings {sorted(unknown)}; a recipe sets {TRAIN_KEYS}")
+    settings = {key: recipe[key] for key in TRAIN_KEYS if key in recipe}
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    if settings.get("architecture") == "standard":
+        for key in ("k", "aux_k", "aux_coefficient"):
+            settings.pop(key, None)
+    return settings
+
+
 def build(name: str, progress: bool = True, overrides: dict | None = None) -> tuple[sae_lib.SAE, dict]:
     """Train a shipped SAE from its recipe (with ``overrides``) and measure its card.
 
@@ -166,10 +188,7 @@ def build(name: str, progress: bool = True, overrides: dict | None = None) -> tu
     train_batch = _induction_data(recipe, recipe["train_sequences"], recipe["train_seed"])
     cache = sae_lib.cache_activations(model, train_batch.tokens, recipe["hook"], model_name=recipe["model"],
                                       progress=progress)
-    settings = {key: recipe[key] for key in ("d_sae", "architecture", "steps", "batch_size", "lr", "seed",
-                                             "dead_after_tokens", "k", "aux_k", "aux_coefficient", "l1_coefficient")
-                if key in recipe}
-    trained = sae_lib.train_sae(cache, progress=progress, **settings)
+    trained = sae_lib.train_sae(cache, progress=progress, **train_settings(recipe))
     metrics = evaluate(trained.sae, recipe, model=model, progress=progress)
     card = dict(
         name=name, description=recipe["description"], model=recipe["model"], hook_name=recipe["hook"],
@@ -316,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["RECIPES", "build", "card_markdown", "evaluate", "list_saes", "load_sae", "sae_card", "sae_dir",
-           "user_sae_dir"]
+__all__ = ["RECIPES", "TRAIN_KEYS", "build", "card_markdown", "evaluate", "list_saes", "load_sae", "sae_card",
+           "sae_dir", "train_settings", "user_sae_dir"]
 
 if __name__ == "__main__":
     sys.exit(main())
