@@ -44,6 +44,8 @@ def _as_float(got, case: str) -> float:
             raise CheckFailed(f"{case}: return one number, got a tensor of shape {tuple(got.shape)}: did you forget "
                               "to reduce over an axis?")
         got = got.item()
+    elif type(got).__module__ == "numpy" and getattr(got, "ndim", None) == 0:  # a numpy scalar such as float32
+        got = got.item()
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise CheckFailed(f"{case}: return a number, got {type(got).__name__}")
     return float(got)
