@@ -553,7 +553,144 @@ def carrying_components(source, target, tokens: Int[torch.Tensor, "batch seq"],
     return Carriers(best[1], round(float(best[0]), 4), threshold, exhaustive, singles, direction)
 
 
+# ---------------------------------------------------------------------------------------------
+# weight diffing beyond norms: the rank of a change, and whether it lines up with a direction
+# ---------------------------------------------------------------------------------------------
+
+_READS = ("W_Q", "W_K", "W_V", "W_in", "W_gate")
+_WRITES = ("W_O", "W_out")
+_BLOCK_MATRICES = ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_gate", "W_out")
+
+
+def _weight(model, name: str):
+    try:
+        value = getattr(model, name)
+    except AttributeError:  # e.g. W_gate of a model without a gated MLP
+        return None
+    return None if value is None else value.detach().float().cpu()
+
+
+def residual_matrices(model) -> dict[str, Float[torch.Tensor, "d_model n"]]:
+    """Every weight matrix that reads or writes the residual stream, as ``[d_model, n]`` with the residual side
+    first (TransformerLens conventions): ``embed.W_E``, ``pos_embed.W_pos`` (learned positions), ``L{l}.W_Q`` /
+    ``W_K`` / ``W_V`` / ``W_O`` (heads side by side), ``L{l}.W_in`` / ``W_gate`` / ``W_out`` and
+    ``unembed.W_U``. Biases and norm weights are vectors and left out."""
+    d = model.cfg.d_model
+    out: dict[str, torch.Tensor] = {}
+    embed = _weight(model, "W_E")
+    out["embed.W_E"] = embed.T
+    if "hook_pos_embed" in patch_components(model):
+        out["pos_embed.W_pos"] = _weight(model, "W_pos").T
+    stacked = {name: _weight(model, name) for name in _BLOCK_MATRICES}
+    for layer in range(model.cfg.n_layers):
+        for name, weights in stacked.items():
+            if weights is None:
+                continue
+            axis = -2 if name in _READS else -1  # d_model's axis: W_Q [layer, head, d_model, d_head], W_O [.., d_model]
+            w = weights[layer]
+            if w.shape[axis] != d:
+                raise ValueError(f"{name} of layer {layer} has shape {tuple(w.shape)}, with no d_model={d} axis "
+                                 f"where TransformerLens puts it; this architecture is not supported")
+            out[f"L{layer}.{name}"] = w.movedim(axis, 0).reshape(d, -1)
+    out["unembed.W_U"] = _weight(model, "W_U")
+    return out
+
+
+def effective_rank(matrix: Float[torch.Tensor, "m n"], share: float = 0.9) -> dict[str, float]:
+    """How many directions a matrix (a weight change) uses: ``rank_{share}``, the fewest singular values holding
+    ``share`` of its squared Frobenius norm; ``erank``, exp of the entropy of the singular values normalised to sum
+    1 (Roy and Vetterli 2007; between 1 and ``full``); ``top_share``, the top singular value's share of the norm²;
+    ``full``, min(m, n)."""
+    if matrix.ndim != 2:
+        raise ValueError(f"effective_rank takes a matrix, got shape {tuple(matrix.shape)}")
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    if not torch.isfinite(matrix).all():
+        raise ValueError("the matrix holds NaN or inf")
+    s = torch.linalg.svdvals(matrix.double())
+    full = min(matrix.shape)
+    key = f"rank_{round(share * 100)}"
+    if s.sum() == 0:
+        return {key: 0, "erank": 0.0, "top_share": float("nan"), "full": full}
+    energy = s.pow(2) / s.pow(2).sum()
+    rank = int((energy.cumsum(0) < share - 1e-12).sum()) + 1
+    p = s / s.sum()
+    p = p[p > 0]
+    return {key: min(rank, full), "erank": round(float(torch.exp(-(p * p.log()).sum())), 3),
+            "top_share": round(float(energy[0]), 4), "full": full}
+
+
+def chance_cosine(d: int) -> float:
+    """E|cos| between a fixed unit vector and a random direction in ``d`` dimensions: the level a cosine must
+    clear to mean anything (about sqrt(2 / (pi d)))."""
+    return math.exp(math.lgamma(d / 2) - math.lgamma((d + 1) / 2)) / math.sqrt(math.pi)
+
+
+def _direction_for(direction, key: str, n_layers: int, d: int):
+    if direction is None:
+        return None
+    if isinstance(direction, Mapping):
+        part = key.split(".")
+        if part[0] in ("embed", "pos_embed"):
+            layer = 0
+        elif part[0] == "unembed":
+            layer = n_layers
+        else:  # a block reads residual layer l and writes residual layer l + 1
+            layer = int(part[0][1:]) + (1 if part[1] in _WRITES else 0)
+        if layer not in direction:
+            raise KeyError(f"{key} needs a direction at residual layer {layer}; the mapping has {sorted(direction)}")
+        vector = direction[layer]
+    else:
+        vector = direction
+    vector = torch.as_tensor(vector).detach().double().cpu()
+    if vector.shape != (d,) or not torch.isfinite(vector).all() or vector.norm() == 0:
+        raise ValueError(f"a direction must be a finite, nonzero vector [d_model={d}] of this model (a direction "
+                         f"from another model does not fit); got shape {tuple(vector.shape)}")
+    return vector / vector.norm()
+
+
+def weight_spectra(models: Mapping[str, torch.nn.Module], base, direction=None, top: int = 3, share: float = 0.9
+                   ) -> dict[str, list[dict]]:
+    """Per residual matrix (``residual_matrices``) of each named model, its change ΔW = W_model - W_base: the
+    relative norm ``rel_change``, ``effective_rank`` of ΔW, and with a ``direction`` in the residual stream (a
+    vector [d_model], or ``{residual layer: vector}`` as ``steering.mean_difference_directions`` returns; a block
+    reads layer l and writes layer l + 1) how ΔW lines up with it: ``cos_top`` (|cos| of ΔW's top singular
+    direction on the residual side), ``max_cos_top{top}`` (the best of its top ``top``) and ``along`` (the share of
+    ||ΔW||² along the direction; a random direction gets 1 / d_model). ``chance_cos`` is E|cos| for a random
+    direction. Include a control fine-tune: a rank or a cosine means little alone."""
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    reference = residual_matrices(base)
+    d, n_layers = base.cfg.d_model, base.cfg.n_layers
+    out = {}
+    for model_name, model in models.items():
+        check_pair(model, base)
+        rows = []
+        for key, after in residual_matrices(model).items():
+            before = reference[key]
+            delta = (after - before).double()
+            row = {"matrix": key, "group": key.split(".")[0] if not key.startswith("L") else
+                   f"{key.split('.')[0]}.{'mlp' if key.split('.')[1] in ('W_in', 'W_gate', 'W_out') else 'attn'}",
+                   "rel_change": round(float(delta.norm() / before.double().norm()), 4) if before.norm() else
+                   float("nan")}
+            row.update(effective_rank(delta, share))
+            unit = _direction_for(direction, key, n_layers, d)
+            if unit is not None:
+                if delta.norm() == 0:
+                    row.update({"cos_top": float("nan"), f"max_cos_top{top}": float("nan"), "along": float("nan")})
+                else:
+                    u = torch.linalg.svd(delta, full_matrices=False).U[:, :top]
+                    cos = (unit @ u).abs()
+                    row.update({"cos_top": round(float(cos[0]), 4), f"max_cos_top{top}": round(float(cos.max()), 4),
+                                "along": round(float((unit @ delta).pow(2).sum() / delta.pow(2).sum()), 4)})
+                row["chance_cos"] = round(chance_cosine(d), 4)
+            rows.append(row)
+        out[model_name] = rows
+    return out
+
+
 __all__ = ["LABELS", "PositionProfile", "kl_by_position", "kl_summary", "parameter_group", "position_labels", "shift_summary", "token_ranks", "token_shift", "weight_changes",
            "DECISION_WORDS", "UNEMBED", "Carriers", "CrossPatch", "DecisionPoints", "carrying_components", "component_name",
            "cross_model_patch", "cross_model_patching", "decision_metric", "decision_points", "decision_tokens",
-           "patch_components", "patching_grid"]
+           "patch_components", "patching_grid",
+           "chance_cosine", "effective_rank", "residual_matrices", "weight_spectra"]

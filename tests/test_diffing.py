@@ -201,3 +201,93 @@ def test_decision_points_read_the_position_before_the_decision():
         diffing.decision_points(prompts.subset([2]), responses[2:], "stop")
     with pytest.raises(ValueError, match="one response per prompt"):
         diffing.decision_points(prompts, responses[:2])
+
+
+# ---------------------------------------------------------------------------------------------- weight spectra
+
+def test_effective_rank_of_known_matrices():
+    eye = diffing.effective_rank(torch.eye(10))
+    assert eye == {"rank_90": 9, "erank": pytest.approx(10.0), "top_share": pytest.approx(0.1), "full": 10}
+    one = diffing.effective_rank(torch.outer(torch.arange(1.0, 5.0), torch.ones(7)), share=0.5)
+    assert one["rank_50"] == 1 and one["erank"] == pytest.approx(1.0) and one["top_share"] == pytest.approx(1.0)
+    assert diffing.effective_rank(torch.zeros(3, 4))["rank_90"] == 0
+    with pytest.raises(ValueError, match="share"):
+        diffing.effective_rank(torch.eye(3), share=90)
+    with pytest.raises(ValueError, match="matrix"):
+        diffing.effective_rank(torch.ones(3))
+    samples = torch.nn.functional.normalize(torch.randn(20000, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert diffing.chance_cosine(32) == pytest.approx(float(samples[:, 0].abs().mean()), abs=0.005)
+
+
+def _mlp_out_param(model):
+    """The HF parameter behind W_out of layer 0 (the MLP's output matrix), whatever the family calls it."""
+    d = model.cfg.d_model
+    for name, p in model.named_parameters():
+        if ".0." in name and "mlp" in name and p.ndim == 2 and any(k in name for k in ("c_proj", "4h_to_h", "down",
+                                                                                        "fc_out", "out")):
+            assert sorted(p.shape) == sorted((d, 4 * d))
+            return p
+    raise AssertionError("no MLP output matrix found")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weight_spectra_find_a_planted_rank_one_change(pairs, family):
+    base, _ = pairs[family]
+    d = base.cfg.d_model
+    planted = finetune.copy_model(base)
+    generator = torch.Generator().manual_seed(2)
+    resid, hidden = torch.randn(d, generator=generator), torch.randn(4 * d, generator=generator)
+    with torch.no_grad():
+        p = _mlp_out_param(planted)
+        p.add_(torch.outer(resid, hidden) if p.shape[0] == d else torch.outer(hidden, resid))
+    other = torch.randn(d, generator=generator)
+    rows = {r["matrix"]: r for r in diffing.weight_spectra({"planted": planted}, base, direction=resid)["planted"]}
+    assert set(rows) == set(diffing.residual_matrices(base))
+    changed = [k for k, r in rows.items() if r["rel_change"] > 0]
+    assert changed == ["L0.W_out"]
+    row = rows["L0.W_out"]
+    assert row["rank_90"] == 1 and row["erank"] == pytest.approx(1.0, abs=1e-3)
+    assert row["cos_top"] == pytest.approx(1.0, abs=1e-4) and row["along"] == pytest.approx(1.0, abs=1e-4)
+    assert rows["L1.W_Q"]["rank_90"] == 0
+    per_layer = {layer: other for layer in range(base.cfg.n_layers + 1)}
+    per_layer[1] = resid  # L0.W_out writes residual layer 1
+    row = {r["matrix"]: r for r in diffing.weight_spectra({"p": planted}, base, per_layer)["p"]}["L0.W_out"]
+    assert row["cos_top"] == pytest.approx(1.0, abs=1e-4) and row["chance_cos"] < 0.3
+
+
+def test_weight_spectra_bad_input(pairs):
+    base, tuned = pairs["gpt2"]
+    with pytest.raises(ValueError, match="d_model"):
+        diffing.weight_spectra({"t": tuned}, base, direction=torch.ones(7))
+    with pytest.raises(KeyError, match="residual layer"):
+        diffing.weight_spectra({"t": tuned}, base, direction={0: torch.ones(32)})
+    with pytest.raises(ValueError, match="different shapes"):
+        diffing.weight_spectra({"t": pairs["pythia"][0]}, base)
+
+
+# ---------------------------------------------------------------------------------------------- shipped models
+
+@pytest.fixture(scope="module")
+def shipped():
+    from interplab.zoo import load_model
+
+    return load_model("chat-base"), load_model("chat-sft")
+
+
+def test_shipped_sft_opener_change_lives_in_the_head_and_the_stop_change_is_found(shipped):
+    """The issue's target: name the components carrying >= 80% of the opener change and of the stop change."""
+    from interplab.generation import generate
+
+    base, tuned = shipped
+    held = finetune.held_out_prompts()
+    benign = held.subset((~held.harmful).nonzero().flatten()[::10])
+    responses = generate(tuned, benign, max_new_tokens=finetune.MAX_NEW_TOKENS)
+    opener = diffing.decision_points(benign, responses, "opener")
+    metric = diffing.decision_metric(opener.positions, *diffing.decision_tokens("opener"))
+    singles = diffing.cross_model_patch(base, tuned, opener.tokens, opener.positions, metric)
+    assert singles.target_value > 2 and singles.source_value < 0  # tuned: certainly; base: other openers
+    assert singles.labels[int(singles.fractions.argmax())] == "unembed" and singles.fractions.max() >= 0.8
+    stop = diffing.decision_points(benign, responses, "stop")
+    metric = diffing.decision_metric(stop.positions, *diffing.decision_tokens("stop"))
+    found = diffing.carrying_components(base, tuned, stop.tokens, stop.positions, metric, max_sets=0)
+    assert found.fraction >= 0.8 and 1 < len(found.components) < len(found.singles.components)
