@@ -33,8 +33,9 @@ import torch
 
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 QUICK_SWEEP = (0.0, 0.5, 1.0)
-PROTECT_SWEEP = (2, 4, 5, 6, 7, 8, 12)  # principal directions of the capability prompts removed from the direction
-PROTECT_K = 7
+PROTECT_SWEEP = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12)  # principal directions of capability prompts removed (k)
+QUICK_PROTECT_SWEEP = (0, 2, 5)
+SPLIT_SEED = 0  # which 50 of the 100 digit pairs are the selection split's
 N_RANDOM = 5
 
 
@@ -92,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
           f"benign refusal {base['benign refusal']:.3f} | capability {base['capability']:.3f}")
 
     # ------------------------------------------------------------------ directions and selection
-    # benign for selection = benign requests and capability prompts (fresh seeds): the affine offsets are their
-    # mean components, and the KL filter watches both
+    # benign for selection = benign requests and capability prompts (fresh seeds; capability questions about the
+    # selection half's objects and sums only): the affine offsets are their mean components, and the KL filter
+    # watches both
     sel_harm = select_tasks.subset(select_tasks.harmful)
     sel_benign = chat.ChatPrompts.concat([select_tasks.subset(~select_tasks.harmful),
-                                          chat.capability_prompts(30 if args.quick else 120, seed=4)])
+                                          capability_split(chat, "selection", 30 if args.quick else 120, seed=4)])
     directions = steering.mean_difference_directions(
         model, train_tasks.tokens[train_tasks.harmful], train_tasks.tokens[~train_tasks.harmful],
         train_tasks.last[train_tasks.harmful], train_tasks.last[~train_tasks.harmful])
@@ -161,23 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     print("  (affine ablation sets every prompt's component to one benign value: capability prompts sit between the "
           "two classes and spread widely along it)")
 
-    # the direction with the capability prompts' main directions of variation (around the benign mean) removed
-    fit = chat.capability_prompts(60 if args.quick else 300, seed=7)
-    keep = probes.collect_activations(model, fit.tokens, name, fit.last, progress=False)[name]
-    benign_mean = probes.collect_activations(model, train_tasks.tokens[~train_tasks.harmful], name,
-                                             train_tasks.last[~train_tasks.harmful], progress=False)[name].mean(0)
-    print(f"\nL{layer} direction with the top k principal directions of {len(fit)} other capability prompts removed "
-          "(steering.protect_subspace), affine ablation at every position:")
-    for k in (PROTECT_K,) if args.quick else PROTECT_SWEEP:
-        protected = steering.protect_subspace(directions[layer], keep, k, center=benign_mean)
-        protected_offsets = steering.write_point_means(model, sel_benign.tokens, sel_benign.last, protected)
-        after = behaviour(steering.directional_ablation_hooks(model, protected, protected_offsets))
-        cosine = float(protected @ directions[layer] / protected.norm() / directions[layer].norm())
-        ok = after["harmful refusal"] <= 0.05 and base["benign help"] - after["benign help"] <= 0.02 and \
-            base["capability"] - after["capability"] <= 0.02
-        print(f"  k={k:<2} cosine with the direction {cosine:.2f}: held-out harmful refusal {after['harmful refusal']:.3f}, "
-              f"benign help {after['benign help']:.3f}, capability {after['capability']:.3f}, benign refusal "
-              f"{after['benign refusal']:.3f} (refusal <= 0.05 and drops <= 0.02: {_met(ok)})")
+    # ------------------------------------------------------------------ protecting capability, k chosen honestly
+    protected = protection(model, chat, probes, steering, generate, directions[layer], layer, train_tasks, sel_benign,
+                           harmful, benign, args.quick)  # (direction, offsets, k) or None
 
     direction = directions[layer]
 
@@ -216,15 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     tokens = check.tokens[:, :int(check.last.max()) + 1]
     edited = {}
     diffs = []
-    for kind in ("affine", "projection"):
-        kind_offsets = edit_offsets[kind]
-        edited[kind] = steering.orthogonalize_weights(model, direction, kind_offsets)
+    edits = {"affine": (direction, edit_offsets["affine"]), "projection": (direction, None)}
+    if protected is not None:
+        edits["protected"] = protected[:2]
+    for kind, (vector, kind_offsets) in edits.items():
+        edited[kind] = steering.orthogonalize_weights(model, vector, kind_offsets)
         with torch.no_grad():
             hooked = model.run_with_hooks(
-                tokens, fwd_hooks=steering.directional_ablation_hooks(model, direction, kind_offsets))
+                tokens, fwd_hooks=steering.directional_ablation_hooks(model, vector, kind_offsets))
             diffs.append((edited[kind](tokens) - hooked).abs().max().item())
     print(f"\nweight orthogonalisation vs hook ablation, max |logit difference| over {tokens.shape[0]} prompts: "
-          f"affine {diffs[0]:.1e}, projection {diffs[1]:.1e} (target <= 1e-4: {_met(max(diffs) <= 1e-4)})")
+          + ", ".join(f"{kind} {d:.1e}" for kind, d in zip(edits, diffs))
+          + f" (target <= 1e-4: {_met(max(diffs) <= 1e-4)})")
 
     # ------------------------------------------------------------------ harmfulness probe after ablation
     names = [steering.resid_hook(model, l) for l in range(1, n_layers + 1)]
@@ -248,11 +239,118 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"L{l} {a:.3f}" for l, a in zip(range(1, n_layers + 1), clean_on_ablated)))
     at_layer = retrained[max(layer, 1) - 1]
     print(f"  at the direction's layer L{max(layer, 1)}: {at_layer:.3f} (target >= 0.95: {_met(at_layer >= 0.95)})")
+    if protected is not None:
+        name = names[max(layer, 1) - 1]
+        protected_train = residuals(edited["protected"], train_tasks)[name]
+        probe = probes.train_linear_probe(protected_train, train_tasks.harmful)
+        auc = probes.probe_auroc(probe, residuals(edited["protected"], held_out)[name], held_out.harmful)
+        print(f"  protected direction (k={protected[2]}) ablated, retrained at L{max(layer, 1)}: {auc:.3f} "
+              f"(target >= 0.95: {_met(auc >= 0.95)})")
 
     # ------------------------------------------------------------------ deception monitor
     monitor(model, chat, probes, steering, args.quick)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def capability_split(chat, part: str, n: int, seed: int):
+    """``n`` capability questions (a third each colour, repeat, add) about one half of the world's items only:
+    ``"selection"`` asks about the even-indexed benign objects and 50 of the 100 digit pairs, ``"evaluation"``
+    about the other 12 objects and 50 pairs, so a choice made on one split has seen none of the other's items."""
+    if part not in ("selection", "evaluation"):
+        raise ValueError(f"part must be 'selection' or 'evaluation', got {part!r}")
+    half = 0 if part == "selection" else 1
+    objects = chat.BENIGN_OBJECTS[half::2]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+    sums = set(order[:50] if half == 0 else order[50:])
+    generator = torch.Generator().manual_seed(seed)
+    colour = chat.colour_prompts([objects[int(i)] for i in torch.randint(len(objects), (n // 3,), generator=generator)],
+                                 seed=seed)
+    repeats = chat.repeat_prompts(10 * n, seed=seed + 1)
+    copied = lambda text: text.split(" repeat ")[1].split(" ASSISTANT")[0].split()  # noqa: E731
+    repeats = repeats.subset([i for i, t in enumerate(repeats.texts) if set(copied(t)) <= set(objects)][:n // 3])
+    adds = chat.add_prompts(None, seed=seed + 2)
+    operands = lambda words: 10 * int(words[words.index("add") + 1]) + int(words[words.index("add") + 3])  # noqa: E731
+    pool = [i for i, t in enumerate(adds.texts) if operands(t.split()) in sums]
+    picks = torch.randint(len(pool), (n - 2 * (n // 3),), generator=generator).tolist()
+    return chat.ChatPrompts.concat([colour, repeats, adds.subset([pool[i] for i in picks])])
+
+
+def protection(model, chat, probes, steering, generate, direction, layer: int, train_tasks, sel_benign, harmful,
+               benign, quick: bool):
+    """The refusal direction minus the top k principal directions of capability questions (around the benign
+    requests' mean), k chosen by ``steering.select_protection`` from the selection split alone, then evaluated
+    once on the evaluation split. Returns (protected direction, its affine offsets, k)."""
+    name = steering.resid_hook(model, layer)
+    n_cap = 30 if quick else 240
+    fit = capability_split(chat, "selection", 60 if quick else 300, seed=7)
+    keep = probes.collect_activations(model, fit.tokens, name, fit.last, progress=False)[name]
+    benign_mean = probes.collect_activations(model, train_tasks.tokens[~train_tasks.harmful], name,
+                                             train_tasks.last[~train_tasks.harmful], progress=False)[name].mean(0)
+    select_pairs = (chat.pairs(harmful=True)[::4], chat.pairs(harmful=False)[::4]) if quick else \
+        (chat.pairs(harmful=True), chat.pairs(harmful=False))
+    splits = {"selection": {"harmful": chat.task_prompts(select_pairs[0], seed=21),
+                            "benign": chat.task_prompts(select_pairs[1], seed=21),
+                            "capability": capability_split(chat, "selection", n_cap, seed=22)},
+              "evaluation": {"harmful": harmful, "benign": benign,
+                             "capability": capability_split(chat, "evaluation", n_cap, seed=3)}}
+
+    def rates(hooks, sets):
+        out = {}
+        for key, prompts in sets.items():
+            scored = chat.score_responses(prompts, generate(model, prompts, fwd_hooks=hooks))
+            out[key] = float(scored[{"harmful": "refusal", "benign": "help", "capability": "correct"}[key]]
+                             .double().mean())
+        return out
+
+    base = {part: rates([], sets) for part, sets in splits.items()}
+    print(f"\nprotecting capability: the L{layer} direction minus the top k principal directions of {len(fit)} "
+          "capability questions (steering.protect_subspace, around the benign requests' mean), affine ablation at "
+          "every position; k is chosen on the selection split alone (steering.select_protection), then evaluated "
+          "once on the evaluation split")
+    print(f"  selection split: train-pair requests with fresh fillers ({len(splits['selection']['harmful'])} harmful, "
+          f"{len(splits['selection']['benign'])} benign) and {n_cap} capability questions about objects "
+          f"{', '.join(chat.BENIGN_OBJECTS[0::2])} and 50 digit pairs; evaluation split: held-out pairs "
+          f"({len(harmful)} harmful, {len(benign)} benign) and {n_cap} capability questions about the other 12 "
+          "objects and 50 pairs")
+    print("  base rates, refused / help / capability: " + "; ".join(
+        f"{part} {b['harmful']:.3f} / {b['benign']:.3f} / {b['capability']:.3f}" for part, b in base.items()))
+    print(f"  {'k':>3} {'cos':>5}   selection split: refused / help drop / capability drop   "
+          "evaluation split: refused / help drop / capability drop")
+    rows, evaluated, vectors = [], {}, {}
+    for k in QUICK_PROTECT_SWEEP if quick else PROTECT_SWEEP:
+        vector = steering.protect_subspace(direction, keep, k, center=benign_mean)
+        offsets = steering.write_point_means(model, sel_benign.tokens, sel_benign.last, vector)
+        hooks = steering.directional_ablation_hooks(model, vector, offsets)
+        scores = {part: rates(hooks, sets) for part, sets in splits.items()}
+        row = {part: {"k": k, "refusal": s["harmful"], "help_drop": base[part]["benign"] - s["benign"],
+                      "capability_drop": base[part]["capability"] - s["capability"]} for part, s in scores.items()}
+        rows.append(row["selection"])
+        evaluated[k], vectors[k] = row["evaluation"], (vector, offsets)
+        cosine = float(vector @ direction / vector.norm() / direction.norm())
+        cells = [f"{r['refusal']:.3f} / {r['help_drop']:+.3f} / {r['capability_drop']:+.3f}" for r in row.values()]
+        print(f"  {k:>3} {cosine:>5.2f}   {cells[0]:>52}   {cells[1]:>52}")
+    chosen = {}
+    for rule in steering.PROTECTION_RULES:
+        k = steering.select_protection(rows, rule=rule)  # selection-split rows only
+        chosen[rule] = k
+        if k is None:
+            print(f"  rule '{rule}': no k qualifies on the selection split")
+            continue
+        sel = next(r for r in rows if r["k"] == k)
+        ev = evaluated[k]
+        refusal_ok = base["evaluation"]["harmful"] >= 0.95 and ev["refusal"] <= 0.05
+        drop_ok = ev["help_drop"] <= 0.02 and ev["capability_drop"] <= 0.02
+        print(f"  rule '{rule}' picks k={k} (selection: refused {sel['refusal']:.3f}, help drop "
+              f"{sel['help_drop']:+.3f}, capability drop {sel['capability_drop']:+.3f}); evaluation split: held-out "
+              f"harmful refusal {base['evaluation']['harmful']:.3f} -> {ev['refusal']:.3f} ({_met(refusal_ok)}), help "
+              f"drop {ev['help_drop']:+.3f}, capability drop {ev['capability_drop']:+.3f} (drop <= 0.02: "
+              f"{_met(drop_ok)})")
+    k = chosen["least damage"]
+    if k is None:
+        return None
+    vector, offsets = vectors[k]
+    return vector, offsets, k
 
 
 def _colour_set(chat, objects, phrasings, seed: int, repeats: int):

@@ -16,7 +16,8 @@
   every prompt ends up with the same value along the direction, which costs any task that used it for
   something else (``start``/``stop`` restrict the edit to some positions).
 - **Protecting other behaviour** (:func:`protect_subspace`): remove from a direction the main directions along
-  which prompts that must keep working (capability tasks) vary, before ablating it.
+  which prompts that must keep working (capability tasks) vary, before ablating it; :func:`select_protection`
+  chooses how many from scores on a selection split (never the prompts the result is reported on).
 - **Weight orthogonalisation** (:func:`orthogonalize_weights`): the same ablation as a weight edit of a copy
   of the model (embedding, positional embedding, every attention and MLP output matrix, offsets in biases),
   so the edited model runs with no hooks. It gives the hook version's logits to float precision.
@@ -210,6 +211,44 @@ def protect_subspace(direction: Float[torch.Tensor, " d"], keep_acts: Float[torc
     if kept.norm() <= 1e-6 * vector.norm():
         raise ValueError("the direction lies inside the protected subspace: nothing is left; use fewer components")
     return kept.to(torch.as_tensor(direction).dtype)
+
+
+PROTECTION_RULES = ("least damage", "first under target")
+
+
+def select_protection(candidates: Sequence[Mapping[str, float]], max_refusal: float = 0.05, max_drop: float = 0.02,
+                      rule: Literal["least damage", "first under target"] = "least damage") -> int | None:
+    """The number of protected components ``k`` (:func:`protect_subspace`) to use, from scores on a *selection*
+    split: prompts that share nothing with the ones the result will be reported on.
+
+    ``candidates``: one dict per ``k`` with ``"k"``, ``"refusal"`` (harmful prompts still refused with the
+    protected direction ablated), ``"help_drop"`` and ``"capability_drop"`` (base minus ablated rates).
+
+    - ``"least damage"`` (default): among the ``k`` whose refusal is at most ``max_refusal``, the one with the
+      smallest larger drop (ties: fewer components). Removal must still work; after that, harm nothing else.
+    - ``"first under target"``: the fewest components whose refusal is at most ``max_refusal`` and both drops
+      at most ``max_drop``. It stops where the selection split's drop just passes the target, so on fresh
+      prompts it misses the target about as often as it meets it (the winner's curse of a threshold).
+
+    Returns None when no candidate qualifies. Never pass evaluation-split scores here."""
+    if rule not in PROTECTION_RULES:
+        raise ValueError(f"rule must be one of {PROTECTION_RULES}, got {rule!r}")
+    rows = list(candidates)
+    if not rows:
+        raise ValueError("no candidates given: score at least one k (k=0 is the unprotected direction)")
+    needed = ("k", "refusal", "help_drop", "capability_drop")
+    for row in rows:
+        missing = [key for key in needed if key not in row]
+        if missing:
+            raise ValueError(f"each candidate needs {needed}; one lacks {missing}")
+        if not all(math.isfinite(float(row[key])) for key in needed):
+            raise ValueError(f"candidate k={row['k']} has a NaN or inf score")
+    worst = lambda row: max(float(row["help_drop"]), float(row["capability_drop"]))  # noqa: E731
+    removed = [row for row in rows if float(row["refusal"]) <= max_refusal]
+    if rule == "first under target":
+        removed = [row for row in removed if worst(row) <= max_drop]
+        return int(min(removed, key=lambda row: row["k"])["k"]) if removed else None
+    return int(min(removed, key=lambda row: (worst(row), row["k"]))["k"]) if removed else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,5 +783,6 @@ __all__ = ["CHAT_TEMPLATES", "DirectionCandidate", "RefusalDirectionSelection", 
            "activation_addition_hooks", "add_vector_hook", "benign_kl", "caa_vector", "chat_prompt_tokens",
            "directional_ablation_hooks", "false_positive_rate", "first_token_rate", "format_chat", "help_score",
            "mean_difference_directions", "next_token_logits", "orthogonalize_weights", "protect_subspace", "recall_at_fpr",
+           "select_protection", "PROTECTION_RULES",
            "refusal_score", "resid_hook", "residual_write_hooks", "select_refusal_direction", "threshold_at_fpr",
            "write_point_means"]

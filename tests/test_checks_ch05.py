@@ -166,6 +166,43 @@ def test_select_direction_checker():
         ch05.test_select_direction(always_one)
 
 
+def test_choose_k_checker():
+    from interplab import steering
+
+    ch05.test_choose_k(ch05.reference_choose_k)
+
+    def first_under_target(candidates, max_refusal=0.05):
+        return steering.select_protection(candidates, max_refusal=max_refusal, rule="first under target")
+
+    with pytest.raises(CheckFailed, match="threshold rule"):
+        ch05.test_choose_k(first_under_target)
+
+    def no_refusal_filter(candidates, max_refusal=0.05):
+        return steering.select_protection(candidates, max_refusal=float("inf"))
+
+    with pytest.raises(CheckFailed, match="refusal filter skipped"):
+        ch05.test_choose_k(no_refusal_filter)
+
+    def capability_only(candidates, max_refusal=0.05):
+        return steering.select_protection([dict(c, help_drop=0.0) for c in candidates], max_refusal=max_refusal)
+
+    with pytest.raises(CheckFailed, match="only the capability drop"):
+        ch05.test_choose_k(capability_only)
+
+    def more_components(candidates, max_refusal=0.05):
+        kept = [c for c in candidates if c["refusal"] <= max_refusal]
+        return max(kept, key=lambda c: (-max(c["help_drop"], c["capability_drop"]), c["k"]))["k"] if kept else None
+
+    with pytest.raises(CheckFailed, match="towards more components"):
+        ch05.test_choose_k(more_components)
+
+    def index_not_k(candidates, max_refusal=0.05):
+        k = steering.select_protection(candidates, max_refusal=max_refusal)
+        return None if k is None else [c["k"] for c in candidates].index(k)
+
+    with pytest.raises(CheckFailed, match="position in the list"):
+        ch05.test_choose_k(index_not_k)
+
 def test_orthogonalize_output_checker():
     ch05.test_orthogonalize_output(ch05.reference_orthogonalize_output)
 

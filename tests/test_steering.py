@@ -322,17 +322,31 @@ def test_gemma_chat_template_runs_offline_on_a_random_gemma():
 SHIPPED = "chat-4l"
 
 
+def _capability_split():
+    """benchmarks/steering.py's capability_split: questions about one half of the objects and digit pairs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "steering.py"
+    spec = importlib.util.spec_from_file_location("benchmark_steering", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.capability_split
+
+
 @pytest.fixture(scope="module")
 def shipped():
     """chat-4l, its refusal directions (train pairs) and the Arditi-style selection (fresh train-pair prompts,
-    benign side joined by capability prompts), with held-out prompt sets."""
+    benign side joined by capability questions about the selection half of the objects and sums), with held-out
+    prompt sets."""
     from interplab.worlds import chat
     from interplab.zoo import load_model
 
     model = load_model(SHIPPED)
+    split = _capability_split()
     train = chat.task_prompts(chat.TRAIN_PAIRS, seed=0)
     select = chat.task_prompts(chat.TRAIN_PAIRS[::2], seed=1)
-    benign_select = chat.ChatPrompts.concat([select.subset(~select.harmful), chat.capability_prompts(60, seed=4)])
+    benign_select = chat.ChatPrompts.concat([select.subset(~select.harmful), split(chat, "selection", 60, seed=4)])
     directions = steering.mean_difference_directions(model, train.tokens[train.harmful], train.tokens[~train.harmful],
                                                      train.last[train.harmful], train.last[~train.harmful])
     # kl_max 0.2, not Arditi's 0.1: affine ablation moves chat-4l's benign first-token distribution by KL ~0.12
@@ -340,7 +354,7 @@ def shipped():
     selection = steering.select_refusal_direction(model, select.subset(select.harmful), benign_select,
                                                   chat.REFUSAL_TOKEN, directions, kl_max=0.2)
     held_out = chat.task_prompts(chat.HELD_OUT_PAIRS, seed=2)
-    return dict(model=model, chat=chat, train=train, selection=selection, benign_select=benign_select,
+    return dict(model=model, chat=chat, train=train, selection=selection, benign_select=benign_select, split=split,
                 harmful=held_out.subset(held_out.harmful), benign=held_out.subset(~held_out.harmful),
                 held_out=held_out, capability=chat.capability_prompts(60, seed=3))
 
@@ -372,6 +386,93 @@ def test_shipped_projection_misfires_and_decision_only_ablation_keeps_help(shipp
     base = chat.score_responses(benign, generate(model, benign))["help"].double().mean()
     after = chat.score_responses(benign, generate(model, benign, fwd_hooks=decision_only(benign)))["help"]
     assert base - after.double().mean() <= 0.02
+
+
+def test_capability_split_shares_no_item():
+    from interplab.worlds import chat
+
+    split = _capability_split()
+    parts = {part: split(chat, part, 90, seed=5) for part in ("selection", "evaluation")}
+    items = {}
+    for part, prompts in parts.items():
+        assert len(prompts) == 90 and (prompts.kind == chat.KINDS.index("colour")).sum() == 30
+        words = {w for text in prompts.texts for w in text.split()}
+        items[part] = ({w for w in words if w in chat.BENIGN_OBJECTS},
+                       {" ".join(t.split()[t.split().index("add"):][:4]) for t in prompts.texts if " add " in t})
+        assert len(items[part][0]) == 12 and len(items[part][1]) > 10
+    assert not items["selection"][0] & items["evaluation"][0] and not items["selection"][1] & items["evaluation"][1]
+
+
+def test_select_protection_rules():
+    rows = [{"k": 0, "refusal": 0.0, "help_drop": 0.12, "capability_drop": 0.15},
+            {"k": 1, "refusal": 0.0, "help_drop": 0.01, "capability_drop": 0.02},
+            {"k": 2, "refusal": 0.0, "help_drop": 0.0, "capability_drop": 0.005},
+            {"k": 3, "refusal": 0.2, "help_drop": 0.0, "capability_drop": 0.0},
+            {"k": 4, "refusal": 0.04, "help_drop": 0.0, "capability_drop": 0.005}]
+    assert steering.select_protection(rows) == 2  # least damage with refusal removed; ties: fewer components
+    assert steering.select_protection(rows, rule="first under target") == 1
+    assert steering.select_protection(rows, max_refusal=-1) is None
+    assert steering.select_protection(rows[:1], rule="first under target") is None
+    with pytest.raises(ValueError, match="rule"):
+        steering.select_protection(rows, rule="best on evaluation")
+    with pytest.raises(ValueError, match="lacks"):
+        steering.select_protection([{"k": 0, "refusal": 0.0}])
+    with pytest.raises(ValueError, match="NaN"):
+        steering.select_protection([dict(rows[0], help_drop=float("nan"))])
+
+
+def test_shipped_protected_direction_chosen_on_a_selection_split_keeps_capability(shipped):
+    """Issue 11's "help and capability drop <= 0.02 after ablation": the refusal direction minus the top k
+    principal directions of capability questions, k chosen by select_protection on a selection split (train-pair
+    requests, questions about half the objects and sums), evaluated once on held-out pairs and the other half."""
+    from interplab import probes
+    from interplab.generation import generate
+
+    model, chat, selection, split = shipped["model"], shipped["chat"], shipped["selection"], shipped["split"]
+    layer, train, benign_select = selection.best_layer, shipped["train"], shipped["benign_select"]
+    name = steering.resid_hook(model, layer)
+    fit = split(chat, "selection", 150, seed=7)
+    keep = probes.collect_activations(model, fit.tokens, name, fit.last, progress=False)[name]
+    benign_mean = probes.collect_activations(model, train.tokens[~train.harmful], name, train.last[~train.harmful],
+                                             progress=False)[name].mean(0)
+    sets = {"selection": (chat.task_prompts(chat.pairs(harmful=True)[::2], seed=21),
+                          chat.task_prompts(chat.pairs(harmful=False)[::2], seed=21),
+                          split(chat, "selection", 90, seed=22)),
+            "evaluation": (shipped["harmful"], shipped["benign"], split(chat, "evaluation", 120, seed=3))}
+
+    def rates(part, hooks=(), vector=None):
+        harmful, benign, capability = sets[part]
+        helped = chat.score_responses(benign, generate(model, benign, fwd_hooks=hooks))["help"]
+        correct = chat.score_responses(capability, generate(model, capability, fwd_hooks=hooks))["correct"]
+        return (steering.refusal_score(model, harmful, chat.REFUSAL_TOKEN, hooks), float(helped.double().mean()),
+                float(correct.double().mean()))
+
+    def protected(k):
+        vector = steering.protect_subspace(selection.direction, keep, k, center=benign_mean)
+        return vector, steering.write_point_means(model, benign_select.tokens, benign_select.last, vector)
+
+    base = rates("selection")
+    rows = []
+    for k in range(9):
+        refusal, helped, correct = rates("selection", steering.directional_ablation_hooks(model, *protected(k)))
+        rows.append({"k": k, "refusal": refusal, "help_drop": base[1] - helped, "capability_drop": base[2] - correct})
+    k = steering.select_protection(rows)
+    assert k is not None and k > 0, rows  # k=0, the direction itself, costs capability
+    vector, offsets = protected(k)
+    clean = rates("evaluation")
+    after = rates("evaluation", steering.directional_ablation_hooks(model, vector, offsets))
+    assert clean[0] >= 0.95 and after[0] <= 0.05, (k, clean, after)
+    assert clean[1] - after[1] <= 0.02 and clean[2] - after[2] <= 0.02, (k, clean, after, rows)
+    # the protected edit is still an exact weight edit, and the model still knows harm
+    held_out = shipped["held_out"]
+    tokens = held_out.tokens[:, :int(held_out.last.max()) + 1]
+    edited = steering.orthogonalize_weights(model, vector, offsets)
+    hooked = model.run_with_hooks(tokens, fwd_hooks=steering.directional_ablation_hooks(model, vector, offsets))
+    assert (edited(tokens) - hooked).abs().max().item() <= 1e-4
+    acts = {which: probes.collect_activations(edited, p.tokens, name, p.last, progress=False)[name]
+            for which, p in (("train", train), ("test", held_out))}
+    probe = probes.train_linear_probe(acts["train"], train.harmful)
+    assert probes.probe_auroc(probe, acts["test"], held_out.harmful) >= 0.95
 
 
 def test_shipped_random_directions_leave_refusal_alone(shipped):

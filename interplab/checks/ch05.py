@@ -8,9 +8,9 @@ the shipped model's sizes, layers or token ids, fails. When an answer matches a 
 (the directions the wrong way round, resid_post where resid_pre belongs, a normalised vector
 where the raw one belongs, the steering vector added at one position only, a forgotten write
 into the residual stream, every hook closing over the last offset, the KL the wrong way round,
-a filter skipped in the selection, the offset written into the weights instead of the bias, a
-threshold set on the test negatives, a probe direction read in standardised units) the message
-says which. ``check_refusal_finding`` re-measures the learner's stated refusal direction on the shipped model.
+a filter skipped in the selection, a threshold rule or a skipped refusal filter when choosing
+what to protect, the offset written into the weights instead of the bias, a threshold set on
+the test negatives, a probe direction read in standardised units) the message says which. ``check_refusal_finding`` re-measures the learner's stated refusal direction on the shipped model.
 """
 from __future__ import annotations
 
@@ -487,6 +487,87 @@ def test_select_direction(select_direction: Callable) -> None:
             raise CheckFailed(f"{failure}\n  the candidates (max_kl {max_kl}, min_added {min_added}):\n{rows}") from None
     passed("test_select_direction", len(tables))
 
+
+
+# ---------------------------------------------------------------- 6b. how much to protect, chosen on a selection split
+
+def reference_choose_k(candidates: list[dict], max_refusal: float = 0.05) -> int | None:
+    return steering.select_protection(candidates, max_refusal=max_refusal)
+
+
+def _worst(row: dict) -> float:
+    return max(row["help_drop"], row["capability_drop"])
+
+
+def _random_protection_rows(generator: torch.Generator, n: int) -> list[dict]:
+    ks = torch.randperm(n, generator=generator).tolist()  # listed out of order: index != k
+    rows = []
+    for k in ks:
+        values = torch.rand(3, generator=generator)
+        rows.append({"k": int(k), "refusal": round(float(values[0]) * 0.12, 2),
+                     "help_drop": round(float(values[1]) * 0.06, 3), "capability_drop": round(float(values[2]) * 0.06, 3)})
+    return rows
+
+
+def test_choose_k(choose_k: Callable) -> None:
+    """``choose_k(candidates, max_refusal=0.05) -> k or None``. ``candidates``: one dict per number of protected
+    components, ``{"k", "refusal", "help_drop", "capability_drop"}``, all measured on the selection split. Keep
+    the k whose harmful prompts are refused at most ``max_refusal`` of the time (the ablation still works); among
+    them return the k whose larger drop (help or capability) is smallest (ties: the smaller k); None if none is
+    kept."""
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    tables = [(_random_protection_rows(generator, n), {}, f"{n} random candidates (seed {seed})") for n in (6, 9, 12, 8)]
+    tables.append(([{"k": 0, "refusal": 0.0, "help_drop": 0.12, "capability_drop": 0.15},
+                    {"k": 1, "refusal": 0.0, "help_drop": 0.004, "capability_drop": 0.018},
+                    {"k": 2, "refusal": 0.0, "help_drop": 0.0, "capability_drop": 0.004},
+                    {"k": 3, "refusal": 0.0, "help_drop": 0.0, "capability_drop": 0.004},
+                    {"k": 4, "refusal": 0.3, "help_drop": 0.0, "capability_drop": 0.0}], {},
+                   "k=1 is just under 0.02, k=2 and k=3 tie lower, k=4 no longer removes refusal"))
+    tables.append(([{"k": 0, "refusal": 0.0, "help_drop": 0.0, "capability_drop": 0.02},
+                    {"k": 2, "refusal": 0.0, "help_drop": 0.05, "capability_drop": 0.01}], {},
+                   "help drops where capability does not: the larger of the two drops counts"))
+    tables.append(([{"k": 0, "refusal": 0.2, "help_drop": 0.1, "capability_drop": 0.1},
+                    {"k": 5, "refusal": 0.4, "help_drop": 0.0, "capability_drop": 0.0}], {},
+                   "no k keeps refusal removed"))
+    tables.append(([{"k": 3, "refusal": 0.08, "help_drop": 0.0, "capability_drop": 0.0},
+                    {"k": 1, "refusal": 0.0, "help_drop": 0.01, "capability_drop": 0.01}],
+                   {"max_refusal": 0.1}, "max_refusal passed as an argument (0.1)"))
+    for candidates, kwargs, case in tables:
+        copies = [dict(c) for c in candidates]
+        got = call_learner(choose_k, copies, **kwargs, case=case)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = int(got.item())
+        expected = reference_choose_k(candidates, **kwargs)
+        if got == expected and (got is None) == (expected is None):
+            continue
+        max_refusal = kwargs.get("max_refusal", 0.05)
+        kept = [c for c in candidates if c["refusal"] <= max_refusal]
+        least = lambda rows, key: min(rows, key=key)["k"] if rows else None  # noqa: E731
+        variants = {
+            "the fewest components whose drops are under 0.02 (a threshold rule): it stops where the selection "
+            "split's drop just passes the target, so on fresh prompts it misses about as often as it meets it":
+                least([c for c in kept if _worst(c) <= 0.02], lambda c: c["k"]),
+            "the refusal filter skipped: protecting capability is easy once the ablation no longer removes refusal":
+                least(candidates, lambda c: (_worst(c), c["k"])),
+            "only the capability drop counts (benign help must not drop either: take the larger of the two)":
+                least(kept, lambda c: (c["capability_drop"], c["k"])),
+            "the sum of the two drops, not the larger one": least(kept, lambda c: (c["help_drop"] + c["capability_drop"],
+                                                                                 c["k"])),
+            "ties broken towards more components (take the smaller k: the direction stays closer to the original)":
+                min(kept, key=lambda c: (_worst(c), -c["k"]))["k"] if kept else None,
+            "the position in the list, not the candidate's k": next(
+                (i for i, c in enumerate(candidates) if kept and c["k"] == expected), None),
+            "a k although none keeps refusal removed (return None)":
+                least(candidates, lambda c: (_worst(c), c["k"])) if not kept else expected,
+        }
+        variants = {text: value for text, value in variants.items() if value != expected}
+        try:
+            compare_outputs(got, expected, case, variants=variants)
+        except CheckFailed as failure:
+            rows = "\n".join(f"    {c}" for c in candidates)
+            raise CheckFailed(f"{failure}\n  the candidates (max_refusal {max_refusal}):\n{rows}") from None
+    passed("test_choose_k", len(tables))
 
 # ---------------------------------------------------------------- 7. weight orthogonalisation of one output
 
