@@ -296,26 +296,48 @@ UNEMBED = "unembed"
 runs the other model's head on this model's final residual stream (a hook on the last ``hook_resid_post``)."""
 
 
+_HEAD = re.compile(r"blocks\.(\d+)\.attn\.head\.(\d+)")
+
+
+def _head(name: str) -> tuple[int, int] | None:
+    match = _HEAD.fullmatch(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def component_name(hook: str) -> str:
     """The short name of a component, as ``parameter_group`` names weights: ``embed``, ``pos_embed``,
-    ``L{l}.attn``, ``L{l}.mlp``, ``unembed``."""
+    ``L{l}.attn``, ``L{l}.mlp``, ``L{l}.H{h}`` (one head), ``unembed``."""
     if hook == UNEMBED:
         return UNEMBED
     if hook in ("hook_embed", "hook_pos_embed"):
         return hook[len("hook_"):]
+    head = _head(hook)
+    if head is not None:
+        return f"L{head[0]}.H{head[1]}"
     match = re.fullmatch(r"blocks\.(\d+)\.hook_(attn|mlp)_out", hook)
     if not match:
-        raise ValueError(f"{hook!r} is not a residual write (hook_embed, hook_pos_embed, blocks.L.hook_attn_out, "
-                         "blocks.L.hook_mlp_out)")
+        raise ValueError(f"{hook!r} is not a component (hook_embed, hook_pos_embed, blocks.L.hook_attn_out, "
+                         "blocks.L.attn.head.H, blocks.L.hook_mlp_out, unembed)")
     return f"L{match.group(1)}.{match.group(2)}"
 
 
-def patch_components(model) -> list[str]:
+def patch_components(model, heads: bool = False) -> list[str]:
     """The components cross-model patching swaps: every write into the residual stream (``hook_embed``,
     ``hook_pos_embed`` for learned positions, each block's ``hook_attn_out`` and ``hook_mlp_out``) and the head
-    (``UNEMBED``: the final norm and unembedding, which read the stream rather than write it)."""
+    (``UNEMBED``: the final norm and unembedding, which read the stream rather than write it).
+
+    ``heads``: each ``hook_attn_out`` is split into its heads, ``blocks.L.attn.head.H``: head H's term
+    ``z_H W_O[H]`` of the attention output (its ``hook_z`` times its output weights). The heads of a layer together
+    carry its attention change except a change of the output bias ``b_O``."""
     from interplab.steering import residual_write_hooks
-    return residual_write_hooks(model) + [UNEMBED]
+    names = residual_write_hooks(model) + [UNEMBED]
+    if not heads:
+        return names
+    out = []
+    for name in names:
+        match = re.fullmatch(r"blocks\.(\d+)\.hook_attn_out", name)
+        out += [f"blocks.{match.group(1)}.attn.head.{h}" for h in range(model.cfg.n_heads)] if match else [name]
+    return out
 
 
 @dataclass
@@ -353,16 +375,24 @@ def _final_resid(model) -> str:
 def _patched_values(source, target, tokens, mask, metric, sets: Sequence[Sequence[str]], max_batch: int,
                     progress: bool) -> tuple[list[float], float, float]:
     """Metric of ``target`` with each set of components patched from ``source`` at ``mask``, batched: every
-    chunk runs the rows once per set (plus the unpatched target), each copy swapping its own components. Copies
-    whose set holds ``UNEMBED`` then finish in ``source``'s head from their final residual stream."""
-    names = sorted({n for s in sets for n in s if n != UNEMBED})
+    chunk runs the rows once per set (plus the unpatched target), each copy swapping its own components. A head
+    swaps its term ``z_h W_O[h]`` of its layer's ``hook_attn_out``; copies whose set holds ``UNEMBED`` finish in
+    ``source``'s head from their final residual stream."""
+    parts = {n for s in sets for n in s if n != UNEMBED}
+    heads = sorted({h for h in map(_head, parts) if h is not None})
+    outputs = sorted(n for n in parts if _head(n) is None)
+    head_layers = sorted({layer for layer, _ in heads})
+    z_names = {layer: f"blocks.{layer}.attn.hook_z" for layer in head_layers}
+    cached = set(outputs) | set(z_names.values())
     device = model_device(target)
     with torch.no_grad():
         source_logits, cache = source.run_with_cache(tokens.to(model_device(source)),
-                                                     names_filter=lambda name: name in set(names))
+                                                     names_filter=lambda name: name in cached)
         source_value = float(metric(source_logits))
-        acts = {n: cache[n].to(device) for n in names}
+        acts = {n: cache[n].to(device) for n in cached}
         del cache, source_logits
+        w_o = {(layer, model_id): m.W_O[layer].detach().to(device)
+               for layer in head_layers for model_id, m in (("source", source), ("target", target))}
     batch = tokens.shape[0]
     here = mask.to(device)[..., None]
     per_chunk = max(1, max_batch // batch - 1)
@@ -371,19 +401,39 @@ def _patched_values(source, target, tokens, mask, metric, sets: Sequence[Sequenc
     target_value = float("nan")
     for chunk in tqdm(chunks, desc="cross-model patching", disable=not progress or len(chunks) < 3, leave=False):
         copies = 1 + len(chunk)  # the unpatched target, then one copy per set
+        rows_with = lambda name: [1 + j for j, s in enumerate(chunk) if name in sets[s]]  # noqa: E731
+        captured: dict[str, torch.Tensor] = {}
 
-        def make_hook(rows, name):
+        def make_hook(name, rows, head_terms):
             def hook(act, hook):
                 view = act.reshape(copies, batch, *act.shape[1:]).clone()
-                view[rows] = torch.where(here, acts[name].to(view.dtype), view[rows])
+                if rows is not None:
+                    view[rows] = torch.where(here, acts[name].to(view.dtype), view[rows])
+                for layer, head, head_rows in head_terms:  # swap one head's term of hook_attn_out
+                    z_t = captured[z_names[layer]][head_rows, :, :, head]
+                    z_s = acts[z_names[layer]][:, :, head]
+                    delta = z_s @ w_o[layer, "source"][head] - z_t @ w_o[layer, "target"][head]
+                    view[head_rows] = torch.where(here, view[head_rows] + delta.to(view.dtype), view[head_rows])
                 return view.reshape(act.shape)
             return hook
 
-        hooks, captured = [], {}
-        for name in names:
-            rows = [1 + j for j, s in enumerate(chunk) if name in sets[s]]
+        def capture(act, hook, name=None):
+            captured[name] = act.reshape(copies, batch, *act.shape[1:])
+
+        hooks = []
+        for layer in head_layers:
+            hooks.append((z_names[layer], lambda act, hook, name=z_names[layer]: capture(act, hook, name)))
+        head_terms: dict[str, list] = {}
+        for layer, head in heads:
+            rows = rows_with(f"blocks.{layer}.attn.head.{head}")
             if rows:
-                hooks.append((name, make_hook(torch.tensor(rows, device=device), name)))
+                head_terms.setdefault(f"blocks.{layer}.hook_attn_out", []).append(
+                    (layer, head, torch.tensor(rows, device=device)))
+        for name in sorted(set(outputs) | set(head_terms)):
+            rows = rows_with(name)
+            if rows or name in head_terms:
+                hooks.append((name, make_hook(name, torch.tensor(rows, device=device) if rows else None,
+                                              head_terms.get(name, []))))
         head_rows = [1 + j for j, s in enumerate(chunk) if UNEMBED in sets[s]]
         if head_rows:
             def grab(act, hook):
@@ -432,12 +482,19 @@ def _checked_run(source, target, tokens, positions, metric, components, where):
                          f"[0, {target.cfg.d_vocab})")
     known = patch_components(target)
     components = known if components is None else list(components)
+    known = known + [n for n in patch_components(target, heads=True) if n not in known]
     if isinstance(components, str) or not components:
         raise ValueError(f"components must be a non-empty list of names, e.g. {known[:2]}")
     unknown = [part for c in components for part in str(c).split("+") if part not in known]
     if unknown:
-        raise ValueError(f"unknown components {unknown}; choose among {known} (patch_components(model)); join "
-                         "names with '+' to patch several at once")
+        raise ValueError(f"unknown components {unknown}; choose among {known} (patch_components(model), "
+                         "heads=True for single heads); join names with '+' to patch several at once")
+    for c in components:
+        layers = {_head(part)[0] for part in c.split("+") if _head(part)}
+        whole = [layer for layer in layers if f"blocks.{layer}.hook_attn_out" in c.split("+")]
+        if whole:
+            raise ValueError(f"{c!r} patches layer {whole[0]}'s whole attention output and some of its heads; "
+                             "choose one or the other")
     return positions, metric, components, _patch_mask(where, positions, tokens)
 
 

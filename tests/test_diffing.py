@@ -73,6 +73,45 @@ def test_cross_model_patch_matches_one_hook_at_a_time(pairs, inputs, family):
         [(v - result.target_value) / (result.source_value - result.target_value) for v in expected], abs=1e-3)
 
 
+def _head_reference(source, target, tokens, mask, metric, layer, head):
+    z, out = f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_attn_out"
+    with torch.no_grad():
+        _, cache_s = source.run_with_cache(tokens, names_filter=lambda n: n == z)
+        _, cache_t = target.run_with_cache(tokens, names_filter=lambda n: n == z)
+        delta = (cache_s[z][:, :, head] @ source.W_O[layer, head] - cache_t[z][:, :, head] @ target.W_O[layer, head])
+        logits = target.run_with_hooks(tokens, fwd_hooks=[(out, lambda act, hook: act + delta * mask[..., None])])
+    return float(metric(logits))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_single_heads_match_their_term_of_the_attention_output(pairs, inputs, family):
+    base, tuned = pairs[family]
+    tokens, positions, metric = inputs
+    names = diffing.patch_components(tuned, heads=True)
+    assert "blocks.1.hook_attn_out" not in names and "blocks.1.attn.head.3" in names and names[-1] == "unembed"
+    heads = [n for n in names if ".head." in n]
+    assert len(heads) == tuned.cfg.n_layers * tuned.cfg.n_heads
+    result = diffing.cross_model_patch(base, tuned, tokens, positions, metric, heads + ["+".join(heads[:4])],
+                                       max_batch=6)
+    mask = torch.arange(SEQ)[None] == positions[:, None]
+    expected = [_head_reference(base, tuned, tokens, mask, metric, int(n.split(".")[1]), int(n.split(".")[-1]))
+                for n in heads]
+    assert result.values[:-1].tolist() == pytest.approx(expected, abs=1e-4)
+    assert result.labels[0] == "L0.H0" and result.labels[-1] == "L0.H0+L0.H1+L0.H2+L0.H3"
+    # a layer's heads together are its attention output when the output bias did not change
+    same_bias = finetune.copy_model(tuned)
+    with torch.no_grad():
+        for name, p in same_bias.named_parameters():
+            if name.endswith("bias") and ("o_proj" in name or ".o." in name or "attn.c_proj" in name
+                                          or "attention.dense" in name):
+                p.copy_(dict(base.named_parameters())[name])
+    joint = diffing.cross_model_patch(base, same_bias, tokens, positions, metric,
+                                      ["+".join(heads[:4]), "blocks.0.hook_attn_out"])
+    assert joint.values[0].item() == pytest.approx(joint.values[1].item(), abs=1e-4)
+    with pytest.raises(ValueError, match="one or the other"):
+        diffing.cross_model_patch(base, tuned, tokens, positions, metric, ["blocks.0.hook_attn_out+" + heads[0]])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_patching_every_component_everywhere_gives_the_source(pairs, inputs, family):
     """The residual stream is the sum of its writes: swap them all, and the head, and the target becomes the
@@ -158,7 +197,7 @@ def test_bad_input_gets_clear_errors(pairs, inputs):
         diffing.carrying_components(base, tuned, tokens, positions, metric, threshold=80)
     with pytest.raises(KeyError, match="unknown decision"):
         diffing.decision_tokens("closing")
-    with pytest.raises(ValueError, match="not a residual write"):
+    with pytest.raises(ValueError, match="not a component"):
         diffing.component_name("blocks.0.hook_resid_pre")
 
 
