@@ -12,7 +12,7 @@ For each model tuned from ``chat-base`` (``chat-sft``, ``chat-rl``, ``chat-dpo``
         model's greedy responses to the same prompts;
       * refusal: log-odds of ``sorry`` against the openers, at response position 0 of harmful held-out prompts;
     and the smallest set of components carrying >= 80% of each change (``diffing.carrying_components``, measured
-    jointly; the issue's target);
+    jointly; the issue's target), and the three single heads installing most of it;
   - per residual matrix, ΔW's relative norm, its effective rank (singular values holding 90% of ||ΔW||², and
     the entropy rank) and how its top singular directions line up with a harm direction computed on chat-base
     itself (difference of means of harmful and benign task prompts at the last prompt token, every residual
@@ -106,6 +106,12 @@ def main() -> None:
                       f"{singles.source_value:+.3f} ({tokens.shape[0]} rows); single fractions "
                       + " ".join(f"{row['component']} {row['fraction']:+.2f}" for row in singles.table()))
                 print(f"{'':8s} {found}")
+            heads = [n for n in diffing.patch_components(tuned, heads=True) if ".head." in n]
+            per_head = diffing.cross_model_patch(tuned, base, tokens, positions, metric, heads,
+                                                 direction="tuned -> base")
+            top = per_head.fractions.argsort(descending=True)[:3].tolist()
+            print(f"{'':8s} single heads, tuned -> base, top 3: "
+                  + " ".join(f"{per_head.labels[i]} {per_head.fractions[i].item():+.2f}" for i in top))
 
     print("\n## weight changes: effective rank of ΔW and alignment of its top directions with chat-base's harm "
           "direction")

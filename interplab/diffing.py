@@ -1,5 +1,5 @@
 """What alignment tuning changed (chapter 06): KL by position and token type, URIAL's token shift,
-weight-change norms.
+weight-change norms and spectra, and where a change lives (cross-model activation patching).
 
 ``kl_by_position`` gives the exact KL(tuned || base) at every response position, each labelled opener /
 content / stop / tail / end from the judge's parse; ``token_shift`` ranks each of the tuned model's greedy
@@ -10,6 +10,17 @@ tokens under the base (URIAL); ``weight_changes`` gives relative weight-change n
     diffing.kl_summary(diffing.kl_by_position(policy, base, expanded, responses))
     diffing.token_shift(policy, base)                               # URIAL: rank under the base > 3
     diffing.weight_changes({"rl": policy, "control": load_model("chat-control")}, base)
+
+``weight_spectra`` adds the effective rank of each residual matrix's change and how its top singular directions
+line up with a residual direction. ``cross_model_patch`` swaps one component's output (an embedding, a block's
+attention or MLP output, one head, or the unembedding) between the base and the tuned model on the same tokens,
+at a decision (``decision_points``: the opener, the stop decision), and ``carrying_components`` names the
+smallest set of components carrying 80% of the change::
+
+    points = diffing.decision_points(prompts, responses, "opener")
+    metric = diffing.decision_metric(points.positions, *diffing.decision_tokens("opener"))
+    diffing.cross_model_patching(base, policy, points.tokens, points.positions, metric)   # both directions
+    print(diffing.carrying_components(policy, base, points.tokens, points.positions, metric))
 """
 from __future__ import annotations
 
@@ -360,6 +371,12 @@ class CrossPatch:
         return restored_fraction(self.values, self.source_value, self.target_value)
 
     @property
+    def change(self) -> float:
+        """``source_value - target_value``: the size of what the fractions divide (a tiny change gives noisy
+        fractions; compare with a control fine-tune)."""
+        return self.source_value - self.target_value
+
+    @property
     def labels(self) -> list[str]:
         return ["+".join(component_name(h) for h in name.split("+")) for name in self.components]
 
@@ -562,8 +579,8 @@ class Carriers:
 
     def __str__(self) -> str:
         found = "+".join(self.labels) if self.fraction >= self.threshold else "no set"
-        return (f"{self.direction}: {found} carries {self.fraction:.2f} of the change "
-                f"(threshold {self.threshold:.2f}, {'exhaustive' if self.exhaustive else 'greedy'} search)")
+        return (f"{self.direction}: {found} carries {self.fraction:.2f} of the change ({self.singles.change:+.3f}; "
+                f"threshold {self.threshold:.2f}, {'exhaustive' if self.exhaustive else 'greedy'} search)")
 
 
 def carrying_components(source, target, tokens: Int[torch.Tensor, "batch seq"],
