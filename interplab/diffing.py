@@ -494,6 +494,9 @@ def _checked_run(source, target, tokens, positions, metric, components, where):
     positions = _check_positions(positions, tokens)
     metric = _scalar_metric(metric)
     answers = getattr(metric, "answers", None)
+    if isinstance(answers, torch.Tensor) and answers.ndim == 2 and answers.shape[0] not in (1, tokens.shape[0]):
+        raise ValueError(f"the metric was built for {answers.shape[0]} rows but the tokens have {tokens.shape[0]}: "
+                         "build it from these rows' positions (decision_metric(points.positions, ...))")
     if isinstance(answers, torch.Tensor) and answers.numel() and int(answers.max()) >= target.cfg.d_vocab:
         raise ValueError(f"the metric reads token id {int(answers.max())}, outside the models' vocabulary "
                          f"[0, {target.cfg.d_vocab})")

@@ -127,6 +127,10 @@ def test_patching_every_component_everywhere_gives_the_source(pairs, inputs, fam
         assert abs(result.fractions[1].item() - 1.0) > 1e-3
     grid, rows, cols = diffing.patching_grid(both)
     assert grid.shape == (2, 2) and rows == ["base -> tuned", "tuned -> base"] and cols[0].endswith("+unembed")
+    from interplab_widgets import PatchingHeatmap
+
+    view = PatchingHeatmap(grid, rows, cols, row_title="patch", col_title="component")
+    assert view.array.shape == (2, 2) and view.col_labels == cols
 
 
 def test_decision_position_patch_changes_only_that_position(pairs, inputs):
@@ -191,6 +195,8 @@ def test_bad_input_gets_clear_errors(pairs, inputs):
         diffing.cross_model_patch(base, pairs["pythia"][0], tokens, positions, metric)
     with pytest.raises(ValueError, match="same object"):
         diffing.cross_model_patch(base, base, tokens, positions, metric)
+    with pytest.raises(ValueError, match="built for 3 rows"):
+        diffing.cross_model_patch(base, tuned, tokens[:2], positions[:2], metric)
     with pytest.raises(ValueError, match="disjoint"):
         diffing.decision_metric(positions, [1, 2], [2, 3])
     with pytest.raises(ValueError, match="threshold"):
