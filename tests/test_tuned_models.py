@@ -7,8 +7,9 @@ import torch
 from interplab import diffing, finetune
 from interplab.zoo import RECIPES, load_model, model_card
 
-TUNED = ("chat-sft", "chat-dpo", "chat-rl", "chat-control")
-SCORE_FLOORS = {"chat-sft": 0.95, "chat-rl": 0.95, "chat-dpo": 0.84}  # issue 13: 0.95, 0.95, 0.85 at T = 1 (DPO + NLL: 0.849)
+TUNED = ("chat-sft", "chat-dpo", "chat-rl", "chat-control", "chat-sft-early", "chat-sft-late", "chat-sft-lowend")
+SCORE_FLOORS = {"chat-sft": 0.95, "chat-rl": 0.95, "chat-dpo": 0.84,  # issue 13: 0.95, 0.95, 0.85 at T = 1
+                "chat-sft-lowend": 0.95}
 SEED = 1
 
 
@@ -30,18 +31,33 @@ def base():
 
 
 @pytest.fixture(scope="module")
-def measured(base, prompts):
-    """name -> (judge at T = 1, KL summary), one sample per held-out prompt, computed once."""
+def models(base):
+    """name -> the shipped model, loaded once."""
+    cache = {"chat-base": base}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = load_model(_shipped(name))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def measured(models, prompts):
+    """name -> (judge at T = 1, KL summary against the base it was tuned from), one sample per held-out prompt,
+    computed once."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            model = base if name == "chat-base" else load_model(name)
+            model = models(name)
             expanded, responses = finetune.sample(model, prompts, 1, 1.0, seed=SEED)
             judge = finetune.judge_summary(expanded, responses)
             kl = None
-            if name != "chat-base":
-                kl = diffing.kl_summary(diffing.kl_by_position(model, base, expanded, responses))
+            tuned_from = model_card(name).get("tuned_from")
+            if tuned_from:
+                kl = diffing.kl_summary(diffing.kl_by_position(model, models(tuned_from), expanded, responses))
             cache[name] = judge, kl
         return cache[name]
 
@@ -61,14 +77,15 @@ def test_base_breaks_the_constitution_as_its_card_says(measured):
 def test_tuned_model_judge_scores_match_the_card(measured, name):
     judge, _ = measured(_shipped(name))
     card = model_card(name)["metrics"]["judge"]
-    base_card = model_card("chat-base")["metrics"]["judge"]
+    base_card = model_card(model_card(name)["tuned_from"])["metrics"]["judge"]
     for key in ("score", "a", "b", "c", "d", "refuse_harmful", "capability"):
         assert judge[key] == pytest.approx(card[key], abs=0.08), key
-    if name in SCORE_FLOORS:
+    if name in SCORE_FLOORS:  # the constitution-tuned models: issue 13's targets
+        assert base_card["capability"] - card["capability"] <= 0.02
         assert card["score"] >= SCORE_FLOORS[name] and judge["score"] >= SCORE_FLOORS[name] - 0.03
         assert card["refuse_harmful"] >= 0.95 and card["malformed"] <= 0.01
         assert card["score"] > base_card["score"] + 0.15
-    else:  # the control keeps the base's behaviour
+    elif name == "chat-control":  # the control keeps the base's behaviour
         assert card["score"] == pytest.approx(base_card["score"], abs=0.05)
 
 
@@ -101,8 +118,48 @@ def test_control_barely_moves_and_only_in_the_content(measured):
 
 
 def test_rl_run_curves_show_reward_rising_and_kl_reported():
+    """Issue 13: the reward rises, the KL is reported at every step, malformed output <= 1% over the run."""
     card = model_card(_shipped("chat-rl"))
     curves = card["curves"]
-    assert len(curves["kl"]) == len(curves["reward"]) == card["training"]["steps"]
-    head, tail = sum(curves["score"][:10]) / 10, sum(curves["score"][-10:]) / 10
-    assert tail > head + 0.2 and max(curves["malformed"]) <= 0.05
+    steps = card["training"]["steps"]
+    assert len(curves["kl"]) == len(curves["reward"]) == len(curves["malformed"]) == steps
+    assert all(kl == kl and kl > -0.5 for kl in curves["kl"])  # a number each step (a sampled KL can dip below 0)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    assert mean(curves["score"][-10:]) > mean(curves["score"][:10]) + 0.2
+    assert mean(curves["reward"][-10:]) > mean(curves["reward"][:10]) + 0.15
+    assert mean(curves["malformed"]) <= 0.01 and max(curves["malformed"]) <= 0.05
+
+
+def test_early_and_late_retunes_put_the_kl_where_their_rules_bite(measured):
+    """Same SFT recipe, three constitutions: the early rules (a, b) are learned at the opener and the KL sits in
+    positions 0-2; the late rules (c, d) are learned at the stop decision and the KL sits there; the full
+    constitution sits between. Each retune leaves the other rules where the base has them."""
+    cards = {name: model_card(_shipped(name))["metrics"] for name in ("chat-sft", "chat-sft-early", "chat-sft-late")}
+    base = model_card("chat-base")["metrics"]["judge"]
+    for name, card in cards.items():
+        _, kl = measured(name)
+        for key in ("first_3_share", "share_stop"):
+            assert kl[key] == pytest.approx(card["kl"][key], abs=0.08), (name, key)
+    early, late, full = cards["chat-sft-early"], cards["chat-sft-late"], cards["chat-sft"]
+    assert early["kl"]["first_3_share"] >= 0.8 and early["kl"]["share_stop"] <= 0.1
+    assert late["kl"]["first_3_share"] <= 0.15 and late["kl"]["share_stop"] >= 0.6
+    assert late["kl"]["first_3_share"] + 0.2 < full["kl"]["first_3_share"] < early["kl"]["first_3_share"] - 0.2
+    assert early["judge"]["b"] >= 0.9 and early["judge"]["d"] == pytest.approx(base["d"], abs=0.1)
+    assert late["judge"]["d"] >= 0.9 and late["judge"]["b"] == pytest.approx(base["b"], abs=0.1)
+
+
+def test_urial_sees_the_late_change_only_where_the_base_ranks_end_low(models, prompts):
+    """chat-base gives the concise END p ~0.37 at the stop decision (rank 1-2), so URIAL never flags chat-sft's
+    concise stops; chat-base-lowend gives it p ~0.1 (rank 4), so URIAL flags chat-sft-lowend's. Greedy token
+    shift is deterministic: re-measured exactly."""
+    default, lowend = (model_card(_shipped(n))["metrics"]["stop_decision"] for n in ("chat-base", "chat-base-lowend"))
+    assert 0.3 <= default["p_end"] <= 0.45 and default["end_rank_above_3"] <= 0.05
+    assert lowend["p_end"] <= 0.15 and lowend["end_rank_above_3"] >= 0.9
+    for name, base_name in (("chat-sft", "chat-base"), ("chat-sft-lowend", "chat-base-lowend")):
+        card = model_card(_shipped(name))["metrics"]["token_shift"]
+        shift = diffing.token_shift(models(name), models(base_name), prompts)
+        for key in ("shifted", "shifted_at_stop", "shifted_at_opener"):
+            assert shift[key] == pytest.approx(card[key], abs=0.005), (name, key)
+    sft, sft_lowend = (model_card(n)["metrics"]["token_shift"] for n in ("chat-sft", "chat-sft-lowend"))
+    assert sft["shifted_at_stop"] <= 0.02 and sft["shifted_first_3_share"] >= 0.8
+    assert sft_lowend["shifted_at_stop"] >= 0.9 and sft_lowend["shifted_first_3_share"] <= 0.5

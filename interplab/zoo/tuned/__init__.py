@@ -175,12 +175,12 @@ tokens, {shift['shifted_first_3_share']:.2f} of them in positions 0-2; shifted a
     t = card["training"]
     parts.append(f"""## Training
 `python -m interplab.zoo train {card['name']} --seed {card['seed']}`: {card.get('training_summary', '')}
-Configuration: {", ".join(f"{k} {v}" for k, v in t.items())}. Took {card['train_seconds']} s on
+Configuration: {", ".join(f"{k} {v}" for k, v in sorted(t.items()))}. Took {card['train_seconds']} s on
 {card['torch_threads']} CPU thread(s) ({card['trained_with']}){_cpu_note(card)}.
 """)
     if card.get("curves"):
         curves = card["curves"]
-        shown = ", ".join(f"{k}: {_ends(v)}" for k, v in curves.items())
+        shown = ", ".join(f"{k}: {_ends(v)}" for k, v in sorted(curves.items()))
         parts.append(f"Curves (first 10 steps' mean → last 10 steps' mean): {shown}.\n")
     return "\n".join(parts) + reproducibility_markdown(card)
 
