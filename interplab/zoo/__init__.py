@@ -32,6 +32,7 @@ RECIPES: dict[str, str] = {
     "chat-dpo": "interplab.zoo.tuned.dpo",
     "chat-rl": "interplab.zoo.tuned.rl",
     "chat-control": "interplab.zoo.tuned.control",
+    "chat-sft-early": "interplab.zoo.tuned.sft_early",
 }
 
 # friendly names for real pretrained models -> Hugging Face ids TransformerLens knows
