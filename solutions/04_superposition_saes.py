@@ -123,8 +123,12 @@ SPARSITIES = (0.0, 0.7, 0.9, 0.97, 0.99)
 toy = superposition.train_toy_models(n_features=20, n_hidden=5, sparsities=SPARSITIES, steps=1200, batch_size=512,
                                      seed=0)
 toy_inputs = superposition.sample_features(4096, 20, toy.sparsities, torch.Generator().manual_seed(1))
-toy_losses = [float((toy.importance * (toy_forward(toy.W[i], toy.b[i], toy_inputs[:, i]) - toy_inputs[:, i]) ** 2)
-                    .sum(-1).mean()) for i in range(len(SPARSITIES))]
+try:
+    toy_outputs = torch.stack([toy_forward(toy.W[i], toy.b[i], toy_inputs[:, i]) for i in range(len(SPARSITIES))], 1)
+except NotImplementedError:
+    print("exercise 1 not written yet: using the library's toy model")
+    toy_outputs = toy.model(toy_inputs)
+toy_losses = (toy.importance * (toy_outputs - toy_inputs) ** 2).sum(-1).mean(0).tolist()
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -361,8 +365,16 @@ def train_by_hand(acts: torch.Tensor, d_sae: int, architecture: str = "standard"
     return sae, log
 
 
-relu_by_hand, relu_log = train_by_hand(train_cache.acts, D_SAE, "standard", l1_coefficient=1.0)
-topk_by_hand, _ = train_by_hand(train_cache.acts, D_SAE, "topk", k=8)
+try:
+    relu_by_hand, relu_log = train_by_hand(train_cache.acts, D_SAE, "standard", l1_coefficient=1.0)
+    topk_by_hand, _ = train_by_hand(train_cache.acts, D_SAE, "topk", k=8)
+except NotImplementedError:
+    print("exercises 3-6 not written yet: training with the library's train_sae instead")
+    relu_by_hand = saes.train_sae(train_cache, d_sae=D_SAE, architecture="standard", l1_coefficient=1.0,
+                                  steps=STEPS, batch_size=1024).sae
+    topk_by_hand = saes.train_sae(train_cache, d_sae=D_SAE, architecture="topk", k=8, steps=STEPS,
+                                  batch_size=1024).sae
+    relu_log = []
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -795,6 +807,12 @@ here, j = 20 + k, k + 5
 rows = torch.arange(100)
 old_answer, new_answer = probe[rows, k + 1], probe[rows, j + 1]
 outcomes = {"swap A -> C": [], "ablate A only": [], "control latent on": []}
+make_clamp = clamp_latent_hook
+try:
+    clamp_latent_hook(sae, 0, 0.0, torch.zeros(1, 2, dtype=torch.bool))
+except NotImplementedError:
+    print("exercise 11 not written yet: using the library's saes.latent_edit_hook")
+    make_clamp = saes.latent_edit_hook
 for b in range(100):
     mask = torch.zeros(1, probe.shape[1], dtype=torch.bool)
     mask[0, here[b]] = True
@@ -804,7 +822,7 @@ for b in range(100):
              "ablate A only": [(a_latent, 0.0)],
              "control latent on": [(control_latent, float(typical[c_latent]))]}
     for name, edit in edits.items():
-        hooks = [(HOOK, clamp_latent_hook(sae, latent, value, mask)) for latent, value in edit]
+        hooks = [(HOOK, make_clamp(sae, latent, value, mask)) for latent, value in edit]
         prediction = model.run_with_hooks(probe[b:b + 1], fwd_hooks=hooks)[0, here[b]].argmax()
         outcomes[name].append((int(prediction == old_answer[b]), int(prediction == new_answer[b])))
 clean_accuracy = float((model(probe)[rows, here].argmax(-1) == old_answer).float().mean())
