@@ -501,10 +501,10 @@ def _checked_run(source, target, tokens, positions, metric, components, where):
         raise ValueError(f"the metric reads token id {int(answers.max())}, outside the models' vocabulary "
                          f"[0, {target.cfg.d_vocab})")
     known = patch_components(target)
+    if isinstance(components, str) or (components is not None and not len(components)):
+        raise ValueError(f"components must be a non-empty list of names, e.g. {known[:2]}")
     components = known if components is None else list(components)
     known = known + [n for n in patch_components(target, heads=True) if n not in known]
-    if isinstance(components, str) or not components:
-        raise ValueError(f"components must be a non-empty list of names, e.g. {known[:2]}")
     unknown = [part for c in components for part in str(c).split("+") if part not in known]
     if unknown:
         raise ValueError(f"unknown components {unknown}; choose among {known} (patch_components(model), "
@@ -515,7 +515,9 @@ def _checked_run(source, target, tokens, positions, metric, components, where):
         if whole:
             raise ValueError(f"{c!r} patches layer {whole[0]}'s whole attention output and some of its heads; "
                              "choose one or the other")
-    return positions, metric, components, _patch_mask(where, positions, tokens)
+    mask = _patch_mask(where, positions, tokens)
+    width = int(positions.max()) + 1  # later tokens cannot change the logits read (causal attention): skip them
+    return tokens[:, :width], positions, metric, components, mask[:, :width]
 
 
 def cross_model_patch(source, target, tokens: Int[torch.Tensor, "batch seq"],
@@ -531,7 +533,8 @@ def cross_model_patch(source, target, tokens: Int[torch.Tensor, "batch seq"],
     from ``patch_components`` (default: all of them, one at a time); ``"a+b"`` patches a and b together. The two
     models must be one architecture with one tokenizer (a base and its fine-tune).
     """
-    positions, metric, components, mask = _checked_run(source, target, tokens, positions, metric, components, where)
+    tokens, positions, metric, components, mask = _checked_run(source, target, tokens, positions, metric, components,
+                                                               where)
     values, source_value, target_value = _patched_values(source, target, tokens, mask, metric,
                                                          [c.split("+") for c in components], max_batch, progress)
     return CrossPatch(components, torch.tensor(values), source_value, target_value, direction)
@@ -598,7 +601,8 @@ def carrying_components(source, target, tokens: Int[torch.Tensor, "batch seq"],
     quick greedy search only). If even all the components fall short, ``fraction`` says so."""
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    positions, metric, components, mask = _checked_run(source, target, tokens, positions, metric, components, where)
+    tokens, positions, metric, components, mask = _checked_run(source, target, tokens, positions, metric, components,
+                                                               where)
     if any("+" in c for c in components):
         raise ValueError("carrying_components searches over single components; pass names without '+'")
     values, source_value, target_value = _patched_values(source, target, tokens, mask, metric,
