@@ -242,15 +242,16 @@ class DecisionPoints:
 def decision_points(prompts: chat.ChatPrompts, responses: Sequence[Sequence[int]], label: str = "stop"
                     ) -> DecisionPoints:
     """For each response with a position of type ``label`` (``LABELS``; ``"opener"`` or ``"stop"``), the packed
-    prompt + response tokens and the position predicting that label's first token: ``last`` for the opener (the
-    response's first token), ``last + stop`` for the stop decision. Both models are then run on the same tokens."""
+    prompt + response tokens and the position predicting that label's first token: ``last + stop`` for the stop
+    decision. The opener is decided at response position 0 whatever was said there (an answer without an opener
+    decided against one), so ``"opener"`` keeps every row, at ``last``. Both models then run on the same tokens."""
     if label not in LABELS:
         raise KeyError(f"unknown label {label!r}; choose one of {LABELS}")
     if len(responses) != len(prompts):
         raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts; pass one response per prompt")
     rows, where = [], []
     for i, response in enumerate(responses):
-        labels = position_labels(response)
+        labels = ["opener"] if label == "opener" and len(response) else position_labels(response)
         if label in labels:
             rows.append(i)
             where.append(int(prompts.last[i]) + labels.index(label))
@@ -290,7 +291,7 @@ def decision_metric(positions: Int[torch.Tensor, " batch"] | int, good: Sequence
         at = logits[rows, where.to(logits.device).expand(logits.shape[0])].float()
         return (at[:, good].logsumexp(-1) - at[:, bad].logsumexp(-1)).mean()
 
-    metric.answers = torch.tensor([good[:1] + bad[:1]] * int(where.numel()))  # ids checked against the vocabulary
+    metric.answers = torch.tensor([[max(good), max(bad)]] * int(where.numel()))  # checked against the vocabulary
     return metric
 
 

@@ -240,8 +240,10 @@ def test_decision_points_read_the_position_before_the_decision():
     assert stop.rows == [0, 1]
     nxt = stop.tokens[torch.arange(2), stop.positions + 1].tolist()
     assert nxt == [chat.END_ID, chat.word_id("i")]
-    opener = diffing.decision_points(prompts, responses, "opener")
-    assert opener.rows == [0, 1] and opener.positions.tolist() == prompts.last[:2].tolist()
+    opener = diffing.decision_points(prompts, responses, "opener")  # decided at position 0 by every response
+    assert opener.rows == [0, 1, 2] and opener.positions.tolist() == prompts.last.tolist()
+    bare = diffing.decision_points(prompts.subset([0]), [chat.encode("cut wood . END")], "opener")
+    assert bare.rows == [0] and bare.tokens[0, bare.positions[0] + 1] == chat.word_id("cut")
     good, bad = diffing.decision_tokens("stop")
     assert good == [chat.END_ID] and chat.word_id("i") in bad and chat.word_id("have") in bad
     with pytest.raises(ValueError, match="no response has a position labelled"):
