@@ -103,7 +103,9 @@ for prompt, response in zip(examples.texts, generation.generate_text(model, exam
 # The evaluation sets used in every section: held-out harmful and benign requests (each pair once, with
 # random fillers such as `hi` or `um` after `USER :`), the training pairs from which the directions are
 # computed, and capability questions. Refusal is read from one forward pass: the model's first response
-# token at the last prompt token (`ASSISTANT :`). A few helpers keep the cells below short.
+# token at the last prompt token (`ASSISTANT :`). A few helpers keep the cells below short; `capability_half`
+# splits the capability questions in two halves that share no object and no pair of digits, one to choose on
+# and one to report on.
 
 # %%
 train_harmful = chat.task_prompts(chat.pairs(harmful=True), seed=1)
@@ -114,6 +116,25 @@ sweep_benign = chat.task_prompts(chat.pairs(harmful=False, held_out=True)[:N_SWE
 capability = chat.capability_prompts(60, seed=4)
 print(f"training pairs: {len(train_harmful)} harmful, {len(train_benign)} benign; held out: {len(held_harmful)} "
       f"harmful, {len(held_benign)} benign; capability questions: {len(capability)}")
+
+
+def capability_half(part: str, n: int, seed: int) -> chat.ChatPrompts:
+    """``n`` capability questions (a third each colour, repeat, add) about one half of the world's items: the
+    ``"selection"`` half asks about every other benign object and 50 of the 100 digit pairs, the ``"evaluation"``
+    half about the rest. Anything we *choose* is chosen on the selection half; section 4 reports on the other."""
+    objects = chat.BENIGN_OBJECTS[(0 if part == "selection" else 1)::2]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
+    sums = set(order[:50] if part == "selection" else order[50:])
+    generator = torch.Generator().manual_seed(seed)
+    colour = chat.colour_prompts([objects[int(i)] for i in torch.randint(12, (n // 3,), generator=generator)], seed=seed)
+    repeats = chat.repeat_prompts(10 * n, seed=seed + 1)
+    repeats = repeats.subset([i for i, text in enumerate(repeats.texts)
+                              if set(text.split(" repeat ")[1].split(" ASSISTANT")[0].split()) <= set(objects)][:n // 3])
+    adds = chat.add_prompts(None, seed=seed + 2)  # all 100 digit pairs; keep this half's
+    pool = [i for i, text in enumerate(adds.texts)
+            if (lambda w: 10 * int(w[w.index("add") + 1]) + int(w[w.index("add") + 3]))(text.split()) in sums]
+    picks = torch.randint(len(pool), (n - 2 * (n // 3),), generator=generator).tolist()
+    return chat.ChatPrompts.concat([colour, repeats, adds.subset([pool[i] for i in picks])])
 
 
 def first_token_logits(prompts: chat.ChatPrompts, hooks=()) -> torch.Tensor:
@@ -759,6 +780,148 @@ if refusal_offsets is not None:
 # measure. For a real assistant this is the uncomfortable half of Arditi et al.'s result all the same: refusal
 # that lives in one direction can be removed with one weight edit, by anyone with the weights.
 #
+# The next subsection keeps them apart by hand.
+#
+# ### Keeping capability: protect what capability questions use, and choose how much on a selection split
+#
+# The component table suggests a repair. Capability questions sit away from benign requests along the refusal
+# direction, and they spread along it: the direction reads, among other things, what kind of question this is.
+# Take the main directions along which capability questions vary around the benign requests' mean (the top `k`
+# principal directions of their residuals at the direction's layer, measured from that mean) and remove them
+# from the refusal direction before ablating it (`steering.protect_subspace`). What is left should still
+# separate harmful from benign requests without reading the kind of question. It is still one direction and one
+# affine edit, so it can still be baked into the weights.
+#
+# How many components? Too few and capability still breaks; too many and the direction stops carrying refusal.
+# The tempting move is to try k = 1, 2, 3, … on the capability questions we report on and stop at the first
+# that meets the target. That fits k to the test, and the number reported is then no longer a measurement.
+# Instead, choose k on a **selection split** (training pairs with fresh fillers, and capability questions
+# about the selection half's objects and digit pairs), then evaluate the chosen k once on the **evaluation
+# split** (held-out pairs, and questions about the other half's objects and digit pairs).
+#
+# ### Exercise 10 — choose k without looking at the evaluation split
+# > Difficulty: 🔴⚪⚪ · Importance: 🔵🔵🔵 · about 5 minutes
+#
+# Write `choose_k(candidates, max_refusal=0.05)`: `candidates` is a list of dicts, one per k, with `"k"`,
+# `"refusal"` (harmful requests of the selection split still refused under the ablation), `"help_drop"` and
+# `"capability_drop"` (base minus ablated rate, selection split). Keep the k whose refusal is at most
+# `max_refusal` (the ablation must still work); among them return the k whose *larger* drop is smallest (ties:
+# the smaller k); None if none is kept.
+#
+# Why not "the smallest k whose drops are under 0.02"? That rule stops at the k whose selection drop only just
+# passes the target, and a rate just under a threshold on one sample of prompts lands above it on another
+# about half the time. The least damaging k leaves a margin.
+#
+# <details><summary>Hint</summary>
+#
+# `kept = [c for c in candidates if c["refusal"] <= max_refusal]`, then
+# `min(kept, key=lambda c: (max(c["help_drop"], c["capability_drop"]), c["k"]))["k"]`. Return the k, not the
+# position in the list.
+# </details>
+
+# %%
+def choose_k(candidates: list[dict], max_refusal: float = 0.05) -> int | None:
+    # BEGIN SOLUTION: the ablation must still work; then the least damage; ties: fewer components
+    kept = [c for c in candidates if c["refusal"] <= max_refusal]
+    if not kept:
+        return None
+    return min(kept, key=lambda c: (max(c["help_drop"], c["capability_drop"]), c["k"]))["k"]
+    # END SOLUTION
+
+
+checks.test_choose_k(choose_k)
+
+# %% [markdown]
+# The sweep, on the selection split only. Each k gives a new direction, so its affine offsets are recomputed on
+# harmless prompts of the selection side: the benign training requests and selection-half questions.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+selection_split = {"harmful": chat.task_prompts(chat.pairs(harmful=True)[::2], seed=21),
+                   "benign": chat.task_prompts(chat.pairs(harmful=False)[::4], seed=21),
+                   "capability": capability_half("selection", 60, seed=22)}
+evaluation_split = {"harmful": held_harmful, "benign": held_benign,
+                    "capability": capability_half("evaluation", 90, seed=3)}
+refusal_hook = candidate_hooks[SELECTED]
+fit = capability_half("selection", 150, seed=8)  # the questions whose variation we protect
+keep = probes.collect_activations(model, fit.tokens, refusal_hook, positions=fit.last, progress=False)[refusal_hook]
+benign_centre = contrast_acts[refusal_hook][~contrast.harmful].mean(0)
+
+
+def split_rates(split: dict, hooks=()) -> dict:
+    return {"refused": refusal_rate(split["harmful"], hooks), "help": behaviour(split["benign"], hooks)["help"],
+            "capability": behaviour(split["capability"], hooks)["correct"]}
+
+
+protect_mix = chat.ChatPrompts.concat([train_benign, capability_half("selection", 60, seed=7)])  # for the offsets
+
+
+def protected_ablation(k: int) -> tuple[torch.Tensor, dict]:
+    vector = steering.protect_subspace(refusal_direction, keep, k, center=benign_centre)
+    return vector, steering.write_point_means(model, protect_mix.tokens, protect_mix.last, vector)
+
+
+selection_base = split_rates(selection_split)
+protection_rows = []
+print(f"selection split ({len(selection_split['harmful'])} harmful, {len(selection_split['benign'])} benign, "
+      f"{len(selection_split['capability'])} capability): base refused {selection_base['refused']:.2f}, help "
+      f"{selection_base['help']:.2f}, capability {selection_base['capability']:.2f}")
+for k in range(8):
+    vector, offsets = protected_ablation(k)
+    rates = split_rates(selection_split, hooks_for(model, vector, offsets))
+    protection_rows.append({"k": k, "refusal": rates["refused"], "help_drop": selection_base["help"] - rates["help"],
+                            "capability_drop": selection_base["capability"] - rates["capability"]})
+    cosine = torch.nn.functional.cosine_similarity(vector, refusal_direction, dim=0).item()
+    print(f"  k={k}: cosine with the refusal direction {cosine:.2f}; harmful refused {rates['refused']:.2f}, help "
+          f"drop {protection_rows[-1]['help_drop']:+.2f}, capability drop {protection_rows[-1]['capability_drop']:+.2f}")
+
+# %% [markdown]
+# Now the choice, made from the table above alone, and then, once, the evaluation split. For comparison we also
+# evaluate k = 0 (the direction itself) and the k the threshold rule would have taken.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+try:
+    CHOSEN_K = choose_k(protection_rows)
+except NotImplementedError:
+    CHOSEN_K = checks.reference_choose_k(protection_rows)
+threshold_k = steering.select_protection(protection_rows, rule="first under target")
+print(f"chosen on the selection split: k={CHOSEN_K} (least damage); the threshold rule would take k={threshold_k}")
+evaluation_base = split_rates(evaluation_split)
+protected_result = {}
+for label, k in {"the direction itself": 0, "least damage": CHOSEN_K, "first under target": threshold_k}.items():
+    if k is None or (label == "first under target" and k == CHOSEN_K):
+        print(f"  {label}: " + ("no k qualifies" if k is None else "the same k, so nothing new to evaluate"))
+        continue
+    rates = split_rates(evaluation_split, hooks_for(model, *protected_ablation(k)))
+    protected_result[label] = rates
+    print(f"  evaluation split, k={k} ({label}): held-out harmful refused {evaluation_base['refused']:.2f} -> "
+          f"{rates['refused']:.2f}; held-out benign help {evaluation_base['help']:.2f} -> {rates['help']:.2f}; "
+          f"capability (other half) {evaluation_base['capability']:.2f} -> {rates['capability']:.2f}")
+protected_direction, protected_offsets = protected_ablation(CHOSEN_K if CHOSEN_K is not None else 0)
+protected_edited = steering.orthogonalize_weights(model, protected_direction, protected_offsets)
+gap = (protected_edited(every_kind.tokens) - model.run_with_hooks(
+    every_kind.tokens, fwd_hooks=steering.directional_ablation_hooks(model, protected_direction, protected_offsets)))
+print(f"protected direction as a weight edit: max |logit difference| to the hooks <= 1e-4: {gap[valid].abs().max() <= 1e-4}")
+
+# %% [markdown]
+# Read the sweep first. `k=0` is the refusal direction itself: on the selection split too, ablating it removes
+# refusal and costs help and capability. Removing even one protected component fixes most of that, and refusal
+# stays removed for every k up to 7, although the direction turns away from the original as k grows (the
+# cosine). The rule looked at the selection split only and took the least damaging k; evaluated once on
+# prompts it never saw (held-out pairs, and questions about other objects and other digit pairs), the protected
+# direction still removes refusal from held-out harmful requests and keeps benign help and capability within
+# the course's 0.02 (the summary at the end quotes the numbers). The weight edit still equals the hooks. Here
+# both rules take the same k. `benchmarks/steering.py`, with four times the prompts, prints a case where they
+# differ: on its selection split the threshold rule stops at the first k whose drops pass 0.02 (k=1, capability
+# drop 0.017), and on the evaluation split that k misses (help drop 0.029), while the least damaging k (k=5)
+# meets the target there. The lesson for a real model: report an edit's cost on prompts that played no part in
+# building or tuning it, and prefer a choice with a margin over one that only just passes.
+#
+# What a toy cannot settle: the capability questions here come from three templates, so "what capability
+# questions use" is a handful of directions that a few principal components cover. A real assistant's
+# capabilities are open-ended, and whether a small protected subspace can cover them is unknown.
+#
 # ## 5. Recognising is not refusing
 #
 # The edited model no longer refuses. Does it still *know* the request is harmful? Train a linear probe for
@@ -781,11 +944,13 @@ held_task = chat.ChatPrompts.concat([held_harmful, held_benign])
 clean_train, clean_test = harm_acts(model, contrast), harm_acts(model, held_task)
 edited_train, edited_test = harm_acts(edited, contrast), harm_acts(edited, held_task)
 untrained_train, untrained_test = harm_acts(untrained, contrast), harm_acts(untrained, held_task)
+protected_train, protected_test = harm_acts(protected_edited, contrast), harm_acts(protected_edited, held_task)
 harm_probe_auroc = {}
 print("harm probe at the last prompt token, AUROC on held-out requests | layer:", " ".join(candidate_labels))
 for name, train_acts, test_acts, probe_from in (
         ("clean model", clean_train, clean_test, clean_train),
         ("edited model, probe retrained", edited_train, edited_test, edited_train),
+        ("protected edit, probe retrained", protected_train, protected_test, protected_train),
         ("edited model, clean probe", clean_train, edited_test, clean_train),
         ("untrained model", untrained_train, untrained_test, untrained_train)):
     row = []
@@ -796,9 +961,9 @@ for name, train_acts, test_acts, probe_from in (
     print(f"  {name:32s} " + " ".join(f"{v:.3f}" for v in row))
 
 # %% [markdown]
-# Four rows. On the clean model the probe reads harm perfectly from `L1` on (`L0` is `:` and a position:
-# chance). After the ablation, a probe *retrained* on the edited model reads harm just as well: the model still
-# represents that the request is harmful; it no longer acts on it. The probe trained on the clean model and
+# Five rows. On the clean model the probe reads harm perfectly from `L1` on (`L0` is `:` and a position:
+# chance). After the ablation, a probe *retrained* on the edited model reads harm just as well, after the
+# protected edit too: the model still represents that the request is harmful; it no longer acts on it. The probe trained on the clean model and
 # applied to the edited one fails from `L2` on, below chance: it leaned on the removed direction, so "the
 # monitor stopped firing" would have been the wrong conclusion about the model. The untrained model gives the
 # floor: what the token identities alone give, far below the trained model's 1.00. The test is easy, though:
@@ -815,7 +980,7 @@ for name, train_acts, test_acts, probe_from in (
 # negatives from the distribution it was trained on. Setting it on the test negatives themselves is the
 # optimistic convention many papers report.
 #
-# ### Exercise 10 — a monitor's operating point
+# ### Exercise 11 — a monitor's operating point
 # > Difficulty: 🔴🔴⚪ · Importance: 🔵🔵🔵 · about 10 minutes
 #
 # Write `monitor_at_fpr(calibration_negatives, test_positives, test_negatives, fpr=0.01)` → `(threshold,
@@ -976,7 +1141,7 @@ else:
 # answers. A probe trained on standardised activations has its weight in standardised units; to steer in the
 # residual stream you need the direction in raw units.
 #
-# ### Exercise 11 — a probe's direction in the residual stream
+# ### Exercise 12 — a probe's direction in the residual stream
 # > Difficulty: 🔴🔴⚪ · Importance: 🔵🔵⚪ · about 10 minutes
 #
 # Write `residual_direction(weight, scale)`: the probe's log-odds are `weight · (x − mean) / scale + bias`;
@@ -1094,7 +1259,7 @@ print(f"held-out harmful requests refused with the latent set to 0 at every posi
 # %% [markdown]
 # ## 7. Your verdict
 #
-# ### Exercise 12 — state the refusal direction you found, and what it means
+# ### Exercise 13 — state the refusal direction you found, and what it means
 # > Difficulty: 🔴⚪⚪ · Importance: 🔵🔵🔵 · about 5 minutes
 #
 # Fill in `my_finding` from *your* measurements: the candidate you selected (`"L0"` … `"L4"`), the ablation
@@ -1115,8 +1280,9 @@ my_finding = {
     "ablation": "affine" if KIND.startswith("affine") else "projection",
     "still_recognised": min(harm_probe_auroc["edited model, probe retrained"][1:]) > 0.95,
     "verdict": "one direction carries refusal here: affine ablation removes it and addition induces it while the "
-               "model still recognises harm, but the edit costs capability, projection to zero failed, and a toy "
-               "with 14 harmful words cannot show whether a real assistant's refusal is this simple",
+               "model still recognises harm; the plain edit costs capability unless the capability questions' "
+               "main directions are protected, projection to zero failed, and a toy with 14 harmful words cannot "
+               "show whether a real assistant's refusal is this simple",
 }
 # END SOLUTION
 checks.check_refusal_finding(my_finding)
@@ -1133,6 +1299,12 @@ print(f"refusal on held-out harmful requests, base -> ablated ({candidate_labels
       f"{base['harmful refused']:.2f} -> {ablated['harmful refused']:.2f} (target >= 0.95 -> <= 0.05)")
 print(f"benign help {base['benign helped']:.2f} -> {ablated['benign helped']:.2f}, capability "
       f"{base['capability']:.2f} -> {ablated['capability']:.2f} (target: drop <= 0.02)")
+if "least damage" in protected_result:
+    kept_ = protected_result["least damage"]
+    print(f"protected direction, k={CHOSEN_K} chosen on the selection split, evaluation split: harmful refused "
+          f"{evaluation_base['refused']:.2f} -> {kept_['refused']:.2f}, benign help {evaluation_base['help']:.2f} -> "
+          f"{kept_['help']:.2f}, capability {evaluation_base['capability']:.2f} -> {kept_['capability']:.2f} "
+          "(target: >= 0.95 -> <= 0.05, drops <= 0.02)")
 random_row = controls["random, same norm"]
 print(f"random direction of the same norm: harmful refusal {random_row['ablated_refusal']:.2f} ablated, benign "
       f"refusal {random_row['added_refusal']:.2f} added (target: within 0.05 of {base['harmful refused']:.2f} and "
@@ -1142,7 +1314,8 @@ print(f"refusal direction added to benign prompts: {tables[KIND][SELECTED]['adde
       f"in the coefficient: {monotone} (target >= 0.90, monotone)")
 print(f"weights vs hooks: max |logit difference| at most 1e-4: {weights_vs_hooks <= 1e-4} (target: yes)")
 print(f"harm probe after ablation, retrained: lowest AUROC over L1-L4 "
-      f"{min(harm_probe_auroc['edited model, probe retrained'][1:]):.3f} (target >= 0.95)")
+      f"{min(harm_probe_auroc['edited model, probe retrained'][1:]):.3f}, after the protected edit "
+      f"{min(harm_probe_auroc['protected edit, probe retrained'][1:]):.3f} (target >= 0.95)")
 auroc_, recall_, fpr_, optimistic_ = deception_table[MONITOR_LAYER, "held-out phrasing"]
 print(f"deception monitor, held-out phrasings, L{MONITOR_LAYER}: AUROC {auroc_:.3f}, recall {optimistic_:.2f} at 1% FPR "
       f"on the test negatives, {recall_:.2f} with the calibrated threshold (which flags {fpr_:.2f} of the test "
@@ -1159,7 +1332,9 @@ print(f"deception monitor, held-out phrasings, L{MONITOR_LAYER}: AUROC {auroc_:.
 #   recipe, passed no candidate here; which operation works is part of the finding. Random directions of the
 #   same norm did nothing. The edit was not free: benign help fell from 1.00 to 0.84 and capability from 1.00 to
 #   0.72, far past the target of 0.02, because in 64 dimensions the direction also separates kinds of prompt,
-#   and one offset cannot suit them all.
+#   and one offset cannot suit them all. Removing from the direction the main directions along which capability
+#   questions vary, with how many chosen on a selection split alone, kept help at 1.00 and capability at 0.99 on
+#   prompts that played no part in the choice, with refusal still removed.
 # - **Recognising is not refusing.** After the ablation the model still represents harm: a retrained probe
 #   reads it as well as before, while the clean model's probe stops working. Refusal is an action taken on a
 #   representation, and the action can be removed while the representation stays.
@@ -1172,5 +1347,6 @@ print(f"deception monitor, held-out phrasings, L{MONITOR_LAYER}: AUROC {auroc_:.
 #   refusals come from fine-tuning on top of pretraining, and its deception, if any, is not instructed. These
 #   numbers come from one checkpoint of one seed, and the study that designed this world found the layer and
 #   the operation that work varying between seeds. What transfers is the method: select with controls, test
-#   interventions both ways, measure what an edit costs beyond the first token, retrain probes after an edit,
-#   and set thresholds on data the monitor has not been tested on.
+#   interventions both ways, measure what an edit costs beyond the first token, choose an edit's settings on
+#   prompts you do not report on, retrain probes after an edit, and set thresholds on data the monitor has not
+#   been tested on.
