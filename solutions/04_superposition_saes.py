@@ -66,8 +66,9 @@ from tqdm.auto import tqdm
 
 from interplab import saes, superposition
 from interplab.checks import ch04 as checks
-from interplab.sae_variables import induction_variables, ioi_diagnostic_variables, ioi_variables
-from interplab.worlds import induction, ioi
+from interplab.sae_variables import (facts_subject_mask, facts_variables, induction_variables,
+                                     ioi_diagnostic_variables, ioi_variables)
+from interplab.worlds import facts, induction, ioi
 from interplab.worlds.vocab import SPECIAL_TOKENS
 from interplab.zoo import load_model
 from interplab.zoo.saes import load_sae, sae_card
@@ -680,7 +681,7 @@ print(f"'repeated': best single latent of the shipped TopK {int(recovery.best[r]
 # - "Repeated" is the exception that matters: the probe reads it, and no single latent does (the best one is
 #   far below 0.95). The information is there, in a combination of latents, none of which alone separates
 #   repeated from fresh positions. A variable that is a union of finer features is one an SAE "misses" by design:
-#   the latent busiest on repeated positions (§4's third dashboard) is one such piece.
+#   the best single latent, printed above, is one such piece (it is also §4's third dashboard).
 #
 # A caution on the word *recovered*: AUROC asks whether a latent *detects* a variable, not whether it detects
 # only that variable. Below, the number of distinct latents that win the 122 variables:
@@ -995,6 +996,64 @@ for site, ceiling in ioi_ceiling.items():
 # them, and a variable list that includes them caps the recovered fraction below 100% for a reason that has
 # nothing to do with SAEs.
 #
+# ### A second world: people or their attributes?
+#
+# Chapter 03's `facts-4l` writes a person's attributes (city, job, ... 8 relations with 10 values each) at the
+# person's last name token. That is closer to what SAEs are for on real models: the variables are *properties*
+# of an entity. Train a small TopK SAE on the residual there (`blocks.1.hook_resid_pre`, after the MLP that writes
+# the attributes), and ask which variables get latents: the 100 people (`subject = ...`) or the 80 attribute
+# values (`city = lima`, ...). Then swap two people's latents and see whether the model answers for the other
+# person.
+
+# %%
+facts_model = load_model("facts-4l")
+facts_train, facts_held = facts.sample_prompts(3000, seed=1), facts.sample_prompts(1500, seed=2)
+facts_cache = saes.cache_activations(facts_model, facts_train.tokens, HOOK, positions=facts_subject_mask(facts_train),
+                                     model_name="facts-4l")
+facts_rows = saes.cache_activations(facts_model, facts_held.tokens, HOOK, positions=facts_subject_mask(facts_held))
+facts_sae = saes.train_sae(facts_cache, d_sae=D_SAE, architecture="topk", k=8, steps=200, batch_size=512).sae
+facts_vars = facts_variables(facts_rows, facts_held)
+facts_latents = saes.encode_all(facts_sae, facts_rows)
+facts_recovery = saes.variable_recovery(facts_latents, facts_vars)
+facts_probe = saes.probe_ceiling(facts_rows, [v for v in facts_vars if v.family != "subject"])  # 1 row per person
+person_latent = {v.name: int(facts_recovery.best[i]) for i, v in enumerate(facts_vars) if v.family == "subject"}
+facts_typical = facts_latents.sum(0) / (facts_latents > 0).sum(0).clamp_min(1)
+people = list(facts.KNOWN_SUBJECTS)
+swapped = []
+for b in range(100):
+    x, y = facts_held.subjects[b], people[(people.index(facts_held.subjects[b]) + 7) % len(people)]
+    mask = torch.zeros(1, facts_held.tokens.shape[1], dtype=torch.bool)
+    mask[0, facts_held.subject_last[b]] = True
+    y_latent = person_latent[f"subject = {y}"]
+    hooks = [(HOOK, make_clamp(facts_sae, person_latent[f"subject = {x}"], 0.0, mask)),
+             (HOOK, make_clamp(facts_sae, y_latent, float(facts_typical[y_latent]), mask))]
+    answer = facts_model.run_with_hooks(facts_held.tokens[b:b + 1], fwd_hooks=hooks)[0, facts_held.last[b]].argmax()
+    swapped.append((int(answer == facts_held.answer[b]), int(answer == facts.answer_id(y, int(facts_held.relation[b])))))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+distinct = torch.unique(facts_cache.acts.round(decimals=3), dim=0).shape[0]
+print(f"facts-4l, {HOOK}, last name token: {len(facts_cache):,} training rows, {distinct} distinct activation vectors")
+attribute_hits = sum(hit for family, (hit, _) in facts_recovery.by_family().items() if family != "subject")
+attribute_total = sum(total for family, (_, total) in facts_recovery.by_family().items() if family != "subject")
+probe_hits = sum(hit for hit, _ in facts_probe.by_family().values())
+people_hits, people_total = facts_recovery.by_family()["subject"]
+print(f"people with a latent of their own: {people_hits}/{people_total}")
+print(f"attribute values with a latent of their own: {attribute_hits}/{attribute_total} "
+      f"(linear probe ceiling {probe_hits}/{attribute_total})")
+swapped = torch.tensor(swapped).float().mean(0)
+print(f"swap person X's latent for person Y's: answers X's object {swapped[0]:.2f}, Y's object {swapped[1]:.2f}")
+
+# %% [markdown]
+# The SAE learns a lookup table of people and not one attribute, although a probe reads more than half of the
+# attribute values there. The training data has only a few hundred distinct vectors at this token (one per person and preceding
+# word), and the sparsest code for a few hundred points is one latent per point. The attributes are directions
+# shared *inside* those vectors, which a TopK code with k = 8 has no reason to factor out. On a real model, with
+# millions of distinct contexts, an SAE may factor them; here the granularity the SAE chooses is the data's,
+# not the one we care about. And the swap barely moves the answer: the model reads the person from other
+# positions too (chapter 03's tracing found most of the lookup at the final token), so editing one token's code
+# is not enough. A feature can be real and still not be where the behaviour is decided.
+#
 # The survey's point stands: superposition is real (section 1, and the raw dimensions above), SAEs undo a
 # good part of it, and *verifying* what they found still needs ground truth that real models do not come with.
 # Reconstruction metrics and CE recovered were near-perfect for SAEs whose features differ, split and absorb.
@@ -1041,6 +1100,8 @@ print(f"shipped TopK: dead on these 10,000 tokens {topk_metrics.dead_fraction:.1
 print(f"probe-readable variables recovered by one latent: {float(hit[readable].float().mean()):.0%} (target: >= 90%)")
 print(f"clamp: swap A -> C switched the prediction on {torch.tensor(outcomes['swap A -> C']).float().mean(0)[1]:.2f} "
       f"of prompts")
+print(f"facts-4l: people with a latent {people_hits}/{people_total}, attribute values {attribute_hits}/{attribute_total} "
+      f"(probe {probe_hits}/{attribute_total})")
 
 # %% [markdown]
 # What this chapter showed, and its limits:
@@ -1053,6 +1114,8 @@ print(f"clamp: swap A -> C switched the prediction on {torch.tensor(outcomes['sw
 #   fraction depends on how many tokens you watch; "recovered" at AUROC ≥ 0.95 admits a latent shared by two
 #   words; on IOI, a lenient definition of "the IO" passed at a site where the strict one showed the model had
 #   not computed it.
+# - **The SAE picks the granularity, not you.** Word pairs on the induction model, a latent per person and none
+#   per attribute on the facts model: what counts as "a feature" came from the data and the dictionary size.
 # - **What a toy cannot show.** This world has a short, known variable list, and its model has two layers. On
 #   real models the list is unknown, features split without end as the dictionary grows, absorption hides in
 #   the cases nobody tests, and verifying a dictionary against the truth, the thing this notebook could do, is
