@@ -66,12 +66,12 @@ def harm_directions(base, n: int = 600):
     return directions, separation
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--prompts", type=int, default=40, help="held-out prompts per decision (benign or harmful)")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from interplab import diffing, finetune
@@ -129,7 +129,8 @@ def main() -> None:
         print(f"{'mean':16s} {mean('rel_change'):6.3f} {mean('rank_90'):6.1f} {mean('erank'):6.1f} {'':4s} "
               f"{mean('top_share'):5.2f} {mean('cos_top'):5.2f} {mean('max_cos_top3'):5.2f} {mean('along'):6.3f}")
     print(f"\ntook {time.perf_counter() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

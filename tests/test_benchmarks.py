@@ -132,3 +132,19 @@ def test_tuning_benchmark_runs_quickly(capsys):
     out = _run("tuning", ["--quick", "--threads", "1"], capsys)
     for line in ("judge at T = 1: 30 held-out prompts x 1 samples", "chat-base", "KL(tuned || base)", "targets"):
         assert line in out, line
+
+
+def test_diffing_benchmark_names_carriers(capsys):
+    """benchmarks/diffing.py on chat-sft: for the opener and the stop decision, in both directions, a set of
+    components carries >= 80% of the change (the issue's cross-model patching target)."""
+    import re
+
+    out = _run("diffing", ["--models", "chat-sft", "--prompts", "8", "--threads", "1"], capsys)
+    carried = {}
+    for decision in ("opener", "stop"):
+        block = out.split(f"\n{decision} ", 1)[1].split("\nrefusal", 1)[0] if decision == "stop" else \
+            out.split(f"\n{decision} ", 1)[1].split("\nstop ", 1)[0]
+        carried[decision] = [float(x) for x in re.findall(r"carries (\d\.\d\d) of the change", block)]
+    assert all(len(v) == 2 for v in carried.values()), carried
+    assert all(f >= 0.80 for v in carried.values() for f in v), carried
+    assert "effective rank of ΔW" in out
