@@ -126,10 +126,11 @@ def capability_half(part: str, n: int, seed: int) -> chat.ChatPrompts:
     order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
     sums = set(order[:50] if part == "selection" else order[50:])
     generator = torch.Generator().manual_seed(seed)
-    colour = chat.colour_prompts([objects[int(i)] for i in torch.randint(12, (n // 3,), generator=generator)], seed=seed)
+    asked = [objects[int(i)] for i in torch.randint(12, (n // 3,), generator=generator)]
+    colour = chat.colour_prompts(asked, seed=seed)
     repeats = chat.repeat_prompts(10 * n, seed=seed + 1)
-    repeats = repeats.subset([i for i, text in enumerate(repeats.texts)
-                              if set(text.split(" repeat ")[1].split(" ASSISTANT")[0].split()) <= set(objects)][:n // 3])
+    copied = [set(text.split(" repeat ")[1].split(" ASSISTANT")[0].split()) for text in repeats.texts]
+    repeats = repeats.subset([i for i, words in enumerate(copied) if words <= set(objects)][:n // 3])
     adds = chat.add_prompts(None, seed=seed + 2)  # all 100 digit pairs; keep this half's
     pool = [i for i, text in enumerate(adds.texts)
             if (lambda w: 10 * int(w[w.index("add") + 1]) + int(w[w.index("add") + 3]))(text.split()) in sums]
@@ -872,8 +873,9 @@ for k in range(8):
     protection_rows.append({"k": k, "refusal": rates["refused"], "help_drop": selection_base["help"] - rates["help"],
                             "capability_drop": selection_base["capability"] - rates["capability"]})
     cosine = torch.nn.functional.cosine_similarity(vector, refusal_direction, dim=0).item()
+    row = protection_rows[-1]
     print(f"  k={k}: cosine with the refusal direction {cosine:.2f}; harmful refused {rates['refused']:.2f}, help "
-          f"drop {protection_rows[-1]['help_drop']:+.2f}, capability drop {protection_rows[-1]['capability_drop']:+.2f}")
+          f"drop {row['help_drop']:+.2f}, capability drop {row['capability_drop']:+.2f}")
 
 # %% [markdown]
 # Now the choice, made from the table above alone, and then, once, the evaluation split. For comparison we also
@@ -902,7 +904,8 @@ protected_direction, protected_offsets = protected_ablation(CHOSEN_K if CHOSEN_K
 protected_edited = steering.orthogonalize_weights(model, protected_direction, protected_offsets)
 gap = (protected_edited(every_kind.tokens) - model.run_with_hooks(
     every_kind.tokens, fwd_hooks=steering.directional_ablation_hooks(model, protected_direction, protected_offsets)))
-print(f"protected direction as a weight edit: max |logit difference| to the hooks <= 1e-4: {gap[valid].abs().max() <= 1e-4}")
+print("protected direction as a weight edit: max |logit difference| to the hooks <= 1e-4:",
+      bool(gap[valid].abs().max() <= 1e-4))
 
 # %% [markdown]
 # Read the sweep first. `k=0` is the refusal direction itself: on the selection split too, ablating it removes
@@ -915,8 +918,11 @@ print(f"protected direction as a weight edit: max |logit difference| to the hook
 # both rules take the same k. `benchmarks/steering.py`, with four times the prompts, prints a case where they
 # differ: on its selection split the threshold rule stops at the first k whose drops pass 0.02 (k=1, capability
 # drop 0.017), and on the evaluation split that k misses (help drop 0.029), while the least damaging k (k=5)
-# meets the target there. The lesson for a real model: report an edit's cost on prompts that played no part in
-# building or tuning it, and prefer a choice with a margin over one that only just passes.
+# meets the target there. One leak is left in this notebook: section 3 chose the layer with offsets from
+# capability questions about every object (not these questions, but the same objects and sums);
+# `benchmarks/steering.py` keeps those to the selection half too and chooses the same layer. The lesson for a
+# real model: report an edit's cost on prompts that played no part in building or tuning it, and prefer a
+# choice with a margin over one that only just passes.
 #
 # What a toy cannot settle: the capability questions here come from three templates, so "what capability
 # questions use" is a handful of directions that a few principal components cover. A real assistant's
@@ -961,12 +967,12 @@ for name, train_acts, test_acts, probe_from in (
     print(f"  {name:32s} " + " ".join(f"{v:.3f}" for v in row))
 
 # %% [markdown]
-# Five rows. On the clean model the probe reads harm perfectly from `L1` on (`L0` is `:` and a position:
-# chance). After the ablation, a probe *retrained* on the edited model reads harm just as well, after the
-# protected edit too: the model still represents that the request is harmful; it no longer acts on it. The probe trained on the clean model and
-# applied to the edited one fails from `L2` on, below chance: it leaned on the removed direction, so "the
-# monitor stopped firing" would have been the wrong conclusion about the model. The untrained model gives the
-# floor: what the token identities alone give, far below the trained model's 1.00. The test is easy, though:
+# Five rows. On the clean model the probe reads harm perfectly from `L1` on (`L0` is `:` and a position: chance).
+# After the ablation, a probe *retrained* on the edited model reads harm just as well, after the protected edit
+# too: the model still represents that the request is harmful; it no longer acts on it. The probe trained on the
+# clean model and applied to the edited one fails from `L2` on, below chance: it leaned on the removed direction,
+# so "the monitor stopped firing" would have been the wrong conclusion about the model. The untrained model gives
+# the floor: what the token identities alone give, far below the trained model's 1.00. The test is easy, though:
 # harm here is one of 14 words being present, which a residual stream can carry in many directions at once.
 # Removing one direction was never going to erase it; a stronger test would remove a whole subspace (iterative
 # nullspace projection, LEACE) and ask whether refusal can be restored.
