@@ -26,10 +26,9 @@
 # they get sparser; (2) build an SAE by hand, ReLU + L1, then TopK (Gao et al. 2024), and handle dead latents;
 # (3) evaluate it the way SAEBench does, then against the world's ground truth; (4) read features with a
 # dashboard and name them; (5) show that a feature is causal by clamping it; (6) where it breaks: feature
-# splitting, absorption, and the variables no latent recovers, on this model and on the IOI model; (7) your
-# result. Everything runs offline on a
-# laptop CPU in a couple of minutes: the SAEs you train here are small and short; the full-size ones ship in
-# the zoo.
+# splitting, absorption, and the variables no latent recovers, on this model, the IOI model and the facts model;
+# (7) your result. Everything runs offline on a laptop CPU in a couple of minutes: the SAEs you train here are
+# small and short; the full-size ones ship in the zoo.
 #
 # **Definitions used throughout.** Keep this table in view:
 #
@@ -44,6 +43,7 @@
 # | CE recovered | §3 | (CE_ablated − CE_spliced) / (CE_ablated − CE_clean), ablation = mean (or zero) activation | as good as clean | no better than ablating |
 # | AUROC | §3, §4 | chance that a random positive token activates the latent more than a random negative (ties ½), within the variable's population | the latent detects the variable | inverted (0.5 = chance) |
 # | recovered | §3 | the best single latent reaches AUROC ≥ 0.95 | one latent is this variable | no single latent is |
+# | probe ceiling | §3, §6 | held-out AUROC of a linear probe for the variable at the same site | the site represents it | it does not: no SAE can find it there |
 # | switched | §5 | fraction of prompts whose top-1 prediction becomes the one the clamp predicts | the feature is causal as named | no effect |
 
 # %% tags=["parameters"]
@@ -666,7 +666,8 @@ for name in ("TopK k=8 (shipped)", "ReLU+L1 1 (shipped)"):
     print(f"{name}: probe-readable variables recovered by one latent: {int((hit & readable).sum())}/"
           f"{int(readable.sum())} = {float(hit[readable].float().mean()):.0%}")
 r = recovery.names.index("repeated")
-print(f"'repeated': best single latent of the shipped TopK {int(recovery.best[r])}, AUROC {float(recovery.auroc[r]):.2f}; "
+print(f"'repeated': best single latent of the shipped TopK {int(recovery.best[r])}, "
+      f"AUROC {float(recovery.auroc[r]):.2f}; "
       f"linear probe {float(tables['linear probe ceiling'].auroc[r]):.2f}")
 
 # %% [markdown]
@@ -723,7 +724,8 @@ def dashboard(latent: int, n_contexts: int = 12, label: str = "") -> FeatureDash
         window = range(max(0, position - 7), min(held.tokens.shape[1], position + 3))
         contexts.append([VOCAB[int(held.tokens[prompt, p])] for p in window])
         activations.append([float(values[row_of[prompt, p]]) if row_of[prompt, p] >= 0 else 0.0 for p in window])
-    return FeatureDashboard(contexts, activations, activation_sample=values, logit_effects=sae.W_dec[latent] @ model.W_U,
+    return FeatureDashboard(contexts, activations, activation_sample=values,
+                            logit_effects=sae.W_dec[latent] @ model.W_U,
                             vocab=VOCAB, title=f"{SAE_NAME} latent {latent}", label=label)
 
 
@@ -839,9 +841,9 @@ for name, results in outcomes.items():
 # The swap moves the prediction to `D` on most prompts: the latents named "current token = A" and "= C" do what
 # their names say, through the induction head's query. The controls make the point sharper: switching on an
 # unrelated latent leaves the answer alone, so the effect is not just "any big edit". But ablating `A`'s latent
-# *alone* leaves `B` in place on most prompts: the current token is also carried by other latents (the word-pair
-# latents of §6) and by the SAE's error term, which the edit keeps. A feature can be causal without being the
-# only carrier of its variable.
+# *alone* leaves `B` in place on most prompts: something else carries the current token too. Candidates are the
+# word-pair latents of §6 and the SAE's error term, both of which the edit keeps; testing which is a good
+# exercise with your hook. A feature can be causal without being the only carrier of its variable.
 #
 # ## 6. Where it breaks
 #
@@ -909,7 +911,8 @@ checks.test_decoder_matches(decoder_matches)
 # NBVAL_CHECK_OUTPUT
 cosine, _ = decoder_matches(sae.W_dec, sweep_saes["TopK k=8"].W_dec)
 print(f"shipped TopK: {int(live.sum())} of {sae.cfg.d_sae} latents fire on the held-out tokens")
-for name in ("a world variable (a winner)", "a word pair (current and previous)", "other (positions, repeats, mixtures)"):
+KINDS = ("a world variable (a winner)", "a word pair (current and previous)", "other (positions, repeats, mixtures)")
+for name in KINDS:
     members = [latent for latent, what in kind.items() if what == name]
     close = float((cosine[members] >= 0.8).float().mean()) if members else 0.0
     median = float(cosine[members].median()) if members else 0.0
@@ -920,8 +923,9 @@ for name in ("a world variable (a winner)", "a word pair (current and previous)"
 # About 70 latents, one in five of the live ones, are word pairs, and they almost never have a counterpart in
 # the small dictionary: they are what a larger dictionary adds. "Current token = A *and* previous token = B" is a
 # more specific feature than either variable, a split. The variables' own latents match the small dictionary
-# more often, though the short width-128 run has learned only part of them (its row in the recovery table). (In
-# this world, repeated blocks make the same word pairs recur within a sequence, so pairs are worth a latent.)
+# more often, though the short width-128 run has learned only part of them (its row in the recovery table). (A
+# likely reason pairs are worth a latent in this world: repeated blocks make the same pair recur within a
+# sequence.)
 # Nothing in the SAE's loss says which granularity is "the" feature: the world's variables are one choice, the
 # pairs another, and a different width gives a different dictionary. On real models, where no list of variables
 # exists, this is why "the features of a model" is not yet a well-defined object.
@@ -947,16 +951,17 @@ print(f"previous-token positives whose own latent stays silent: {int(miss.sum())
       f"({float(miss.float().mean() / positives.float().mean()):.1%})")
 print(f"of those misses, at the last position ({last_position}): {float(at_last[miss].float().mean()):.0%}")
 taker = int((latents[miss] > 0).float().sum(0).argmax())
-print(f"latent firing most often on the misses: {taker}, which fires on {float((latents[at_last, taker] > 0).float().mean()):.0%} "
-      f"of last-position tokens and {float((latents[~at_last, taker] > 0).float().mean()):.1%} of the others")
+print(f"latent firing most often on the misses: {taker}, which fires on "
+      f"{float((latents[at_last, taker] > 0).float().mean()):.0%} of last-position tokens and "
+      f"{float((latents[~at_last, taker] > 0).float().mean()):.1%} of the others")
 
 # %% [markdown]
 # The misses are not scattered: almost all sit at the last position, where one latent that means "last
-# position" fires and the previous-token latents go quiet. Under a budget of k = 8 latents per token, the SAE
-# found it cheaper to encode "last position" plus a position-specific correction than the general
-# previous-token latent. A learner who named the previous-token latents from their top contexts would never see
-# it, and a circuit built on them would silently break at one position. Absorption is measurable here because
-# the variable is known; on a real model it is found only by looking for it.
+# position" fires and the previous-token latents go quiet: at that one position the SAE spends one of its k = 8
+# latents on "last position" and carries the previous token some other way. A learner who named the
+# previous-token latents from their top contexts would never see it, and a circuit built on them would silently
+# break at one position. Absorption is measurable here because the variable is known; on a real model it is
+# found only by looking for it.
 #
 # ### Variables that no latent recovers
 #
@@ -1028,7 +1033,8 @@ for b in range(100):
     hooks = [(HOOK, make_clamp(facts_sae, person_latent[f"subject = {x}"], 0.0, mask)),
              (HOOK, make_clamp(facts_sae, y_latent, float(facts_typical[y_latent]), mask))]
     answer = facts_model.run_with_hooks(facts_held.tokens[b:b + 1], fwd_hooks=hooks)[0, facts_held.last[b]].argmax()
-    swapped.append((int(answer == facts_held.answer[b]), int(answer == facts.answer_id(y, int(facts_held.relation[b])))))
+    y_answer = facts.answer_id(y, int(facts_held.relation[b]))
+    swapped.append((int(answer == facts_held.answer[b]), int(answer == y_answer)))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -1046,9 +1052,10 @@ print(f"swap person X's latent for person Y's: answers X's object {swapped[0]:.2
 
 # %% [markdown]
 # The SAE learns a lookup table of people and not one attribute, although a probe reads more than half of the
-# attribute values there. The training data has only a few hundred distinct vectors at this token (one per person and preceding
-# word), and the sparsest code for a few hundred points is one latent per point. The attributes are directions
-# shared *inside* those vectors, which a TopK code with k = 8 has no reason to factor out. On a real model, with
+# attribute values there. The training data has only a few hundred distinct vectors at this token (the
+# activation there depends only on the words up to it: a person, after one of a few openings), and the sparsest
+# code for a few hundred points is one latent per point. The attributes are directions shared *inside* those
+# vectors, which a TopK code with k = 8 has no reason to factor out. On a real model, with
 # millions of distinct contexts, an SAE may factor them; here the granularity the SAE chooses is the data's,
 # not the one we care about. And the swap barely moves the answer: the model reads the person from other
 # positions too (chapter 03's tracing found most of the lookup at the final token), so editing one token's code
@@ -1100,7 +1107,8 @@ print(f"shipped TopK: dead on these 10,000 tokens {topk_metrics.dead_fraction:.1
 print(f"probe-readable variables recovered by one latent: {float(hit[readable].float().mean()):.0%} (target: >= 90%)")
 print(f"clamp: swap A -> C switched the prediction on {torch.tensor(outcomes['swap A -> C']).float().mean(0)[1]:.2f} "
       f"of prompts")
-print(f"facts-4l: people with a latent {people_hits}/{people_total}, attribute values {attribute_hits}/{attribute_total} "
+print(f"facts-4l: people with a latent {people_hits}/{people_total}, "
+      f"attribute values {attribute_hits}/{attribute_total} "
       f"(probe {probe_hits}/{attribute_total})")
 
 # %% [markdown]
