@@ -358,7 +358,7 @@ def train_by_hand(acts: torch.Tensor, d_sae: int, architecture: str = "standard"
                 dead = ~fired
                 resampled = saes.resample_dead_latents_(sae, x.detach(), dead, optimizer, seed=step) \
                     if step == steps // 2 // 50 * 50 else 0
-                log.append(dict(step=step, loss=float(loss), l0=float((f > 0).sum(-1).float().mean()),
+                log.append(dict(step=step, loss=float(loss.detach()), l0=float((f > 0).sum(-1).float().mean()),
                                 dead=int(dead.sum()), resampled=resampled))
                 fired[:] = False
     sae.b_enc.data.div_(scale)
