@@ -103,7 +103,8 @@ def test_steering_benchmark_runs_quickly(capsys):
     """benchmarks/steering.py end to end on chat-4l with small prompt sets (tests/test_steering.py asserts the targets)."""
     out = _run("steering", ["--quick", "--threads", "1"], capsys)
     for line in ("held-out harmful refusal", "random directions: max |refusal change|", "monotone in the coefficient",
-                 "max |logit difference|", "retrained on the ablated residual", "site chosen in advance"):
+                 "max |logit difference|", "retrained on the ablated residual", "site chosen in advance",
+                 "protecting capability:", "rule 'least damage' picks k="):
         assert line in out, line
     assert "target <= 1e-4: met" in out  # exact at any size: weight orthogonalisation equals the hooks
 
