@@ -474,8 +474,8 @@ fig.show()
 # the L1 penalty also shrinks the activations that survive and TopK has no such penalty. The shipped pair,
 # trained 24 times longer at width 512, say the same: TopK at L0 8 explains more than ReLU does with about 40
 # latents per token. The dead column: none at width 128 after 250 steps; for the shipped TopK, a quarter of its
-# latents never fire on these 10,000 held-out tokens, against 8.6% on the card's 60,000. Rare latents look dead
-# in a small sample: quote a dead fraction with its token count. Short small runs are undertrained; read the
+# latents never fire on these 10,000 held-out tokens, and far fewer on the card's 60,000 (printed above). Rare
+# latents look dead in a small sample: quote a dead fraction with its token count. Short small runs are undertrained; read the
 # curves' order, not their heights.
 #
 # ### Does the model still work with the SAE in it?
