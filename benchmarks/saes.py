@@ -165,7 +165,22 @@ def facts_world(args, progress: bool) -> int:
               f"{settings['batch_size']}: L0 {metrics.l0:.1f} | explained variance {metrics.explained_variance:.3f} | "
               f"dead {metrics.dead_fraction:.1%}")
         _report_recovery(recovery, ceiling)
+        _facts_why(recovery, ceiling)
     return 0
+
+
+def _facts_why(recovery, ceiling) -> None:
+    """When subjects get latents and attribute values do not: the values are unions of subject latents."""
+    hit, readable = recovery.recovered(THRESHOLD), ceiling.recovered(THRESHOLD)
+    subject = torch.tensor([f == "subject" for f in recovery.families])
+    attribute = ~subject & readable
+    if not subject.any() or not attribute.any():
+        return
+    subjects_hit, attributes_hit = int((hit & subject).sum()), int((hit & attribute).sum())
+    if subjects_hit >= 0.5 * int(subject.sum()) and attributes_hit < 0.5 * int(attribute.sum()):
+        print(f"  why attribute values fail: {subjects_hit}/{int(subject.sum())} subjects have their own latent, "
+              f"{attributes_hit}/{int(attribute.sum())} probe-readable attribute values do; an attribute value is "
+              f"then a union of its subjects' latents (the probe reads it by adding them), not one latent")
 
 
 # ---------------------------------------------------------------- ioi-2l
@@ -254,6 +269,16 @@ def ioi_world(args, progress: bool) -> int:
     return 0
 
 
+def _print_throughput(args, d_in: int) -> float:
+    """The trainer against the bare matmul loop at the TopK recipe's shapes, printed side by side; the ratio."""
+    settings = _settings(args, "topk")
+    sae_rate, bare_rate = _throughput(d_in, settings, args.throughput_steps, rounds=1 if args.quick else 3)
+    ratio = sae_rate / bare_rate
+    print(f"\nthroughput at width {settings['d_sae']}, batch {settings['batch_size']}: trainer "
+          f"{sae_rate / 1e3:.0f}k tokens/s, bare matmul loop {bare_rate / 1e3:.0f}k tokens/s, ratio {ratio:.2f}")
+    return ratio
+
+
 # ---------------------------------------------------------------- attn2-induction
 
 def induction_world(args, progress: bool) -> int:
@@ -267,6 +292,10 @@ def induction_world(args, progress: bool) -> int:
     hook = args.hook or recipe["hook"]
     n_train = args.sequences or recipe["train_sequences"]
     n_eval, n_ce = args.eval_sequences or recipe["eval_sequences"], args.ce_sequences or recipe["ce_sequences"]
+    if args.throughput_only:
+        ratio = _print_throughput(args, d_in=64)
+        print(f"target: throughput ratio >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'}")
+        return 0
     model = load_model(recipe["model"])
     start = time.perf_counter()
     train_batch = induction.sample_batch(n_train, seed=recipe["train_seed"])
@@ -318,11 +347,7 @@ def induction_world(args, progress: bool) -> int:
     for arch, label, steps, l0, ev in sorted(frontier, key=lambda row: (row[0], row[3])):
         print(f"  {arch:12s} {label:9s} {steps:6d} {l0:7.1f} {ev:7.3f}")
 
-    topk_settings = main_runs[0]
-    sae_rate, bare_rate = _throughput(cache.d_in, topk_settings, args.throughput_steps, rounds=1 if args.quick else 3)
-    ratio = sae_rate / bare_rate
-    print(f"\nthroughput at width {topk_settings['d_sae']}, batch {topk_settings['batch_size']}: trainer "
-          f"{sae_rate / 1e3:.0f}k tokens/s, bare matmul loop {bare_rate / 1e3:.0f}k tokens/s, ratio {ratio:.2f}")
+    ratio = _print_throughput(args, cache.d_in)
 
     topk = main_results["topk"]
     checks = [topk["metrics"].explained_variance >= 0.95 and topk["metrics"].l0 <= 16,
@@ -358,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="steps for the further frontier runs (default: the main runs'; fewer leaves ReLU "
                              "under-trained)")
     parser.add_argument("--throughput-steps", type=int, default=20)
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the trainer-vs-bare-matmul ratio at the TopK recipe's shapes (d_in 64)")
     parser.add_argument("--save", default=None, help="save the TopK SAE here (SAELens layout)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="a tiny setting that runs every step in seconds")

@@ -78,6 +78,19 @@ def test_card_reconstruction_on_its_own_sample(card_sample, name):
     assert now.dead_fraction == pytest.approx(card["dead_fraction"], abs=1.5 / 512)
 
 
+def test_topk_dead_latents_are_rare_not_broken(card_sample):
+    """What the card's note says: the latents that never fire on the card's tokens only just miss the top k."""
+    sae = zoo_saes.load_sae("attn2-induction-topk")
+    with torch.no_grad():
+        pre = sae.pre_acts(card_sample.acts)
+    kth = pre.topk(sae.cfg.k, dim=-1).values[:, -1:]
+    fires = ((pre >= kth) & (pre > 0)).sum(0)
+    dead = fires == 0
+    assert 0 < int(dead.sum()) <= 0.05 * sae.cfg.d_sae
+    assert (pre[:, dead] - kth).max(0).values.min() > -0.1  # every one comes within 0.1 of the k-th largest
+    assert int(((fires > 0) & (fires < 10)).sum()) > int(dead.sum())  # and rare latents outnumber them
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_card_metrics_remeasured(measured, name):
     card, now = zoo_saes.sae_card(name)["metrics"], measured[name]
@@ -97,6 +110,10 @@ def test_topk_meets_course_targets():
     assert metrics["explained_variance"] >= 0.95 and metrics["l0"] <= 16
     assert metrics["ce_increase"] <= 0.05 and metrics["ce_recovered_mean"] >= 0.90
     assert metrics["probe_readable_recovered"] >= 0.90
+    assert metrics["dead_fraction"] <= 0.05  # never fire on the card's 60,000 held-out tokens
+    card = zoo_saes.sae_card("attn2-induction-topk")
+    assert card["training"]["dead_in_training"] <= 0.05
+    assert card["settings"]["k"] == 8 and card["settings"]["aux_coefficient"] == 1.0
 
 
 def test_unknown_names_say_what_exists():
@@ -116,6 +133,25 @@ def test_cli(capsys):
     assert "--replace-shipped" in capsys.readouterr().err
     assert zoo_saes.main(["train", "attn2-induction-topk", "--dead-after-tokens", "0"]) == 2
     assert "--dead-after-tokens must be positive" in capsys.readouterr().err
+    assert zoo_saes.main(["train", "attn2-induction-topk", "--aux-coefficient", "-1"]) == 2
+    assert "--aux-coefficient must be >= 0" in capsys.readouterr().err
+    assert zoo_saes.main(["train", "attn2-induction-topk", "--resample-at", "late"]) == 2
+    assert "--resample-at takes steps" in capsys.readouterr().err
+
+
+def test_train_settings_come_from_the_recipe():
+    """One source of truth: benchmarks/saes.py and build() take train_sae's settings from RECIPES."""
+    topk = zoo_saes.train_settings("attn2-induction-topk")
+    assert topk["k"] == 8 and topk["aux_coefficient"] == 1.0 and topk["d_sae"] == 512
+    assert zoo_saes.train_settings("attn2-induction-topk", k=16, steps=None)["k"] == 16
+    assert zoo_saes.train_settings("attn2-induction-topk", steps=None)["steps"] == 1500
+    relu = zoo_saes.train_settings("attn2-induction-relu")
+    assert relu["architecture"] == "standard" and "k" not in relu and relu["l1_coefficient"] == 1.0
+    with pytest.raises(ValueError, match="unknown train_sae settings"):
+        zoo_saes.train_settings("attn2-induction-topk", width=64)
+    card = zoo_saes.card_markdown(dict(zoo_saes.sae_card("attn2-induction-topk"), recipe=dict(
+        zoo_saes.sae_card("attn2-induction-topk")["recipe"], aux_coefficient=0.03125, resample_at=[250, 500])))
+    assert "train attn2-induction-topk --aux-coefficient 0.03125 --resample-at 250,500 --replace-shipped" in card
 
 
 def test_shipped_sae_round_trips(tmp_path):
@@ -145,9 +181,12 @@ def test_build_writes_a_loadable_sae_and_card(monkeypatch, tmp_path):
 def test_card_notes_quote_the_cards():
     topk, relu = zoo_saes.sae_card("attn2-induction-topk"), zoo_saes.sae_card("attn2-induction-relu")
     notes = zoo_saes.NOTES["attn2-induction-topk"]
-    assert f"{topk['metrics']['dead_fraction']:.1%} of the latents never fire" in notes
-    assert f"{topk['training']['dead_in_training']:.1%} were silent" in notes
-    assert f"{topk['metrics']['dead_fraction'] - topk['training']['dead_in_training']:.1%}" in notes
+    assert notes.startswith(f"Dead latents: {topk['metrics']['dead_fraction']:.1%} of the latents never fire on the "
+                            f"{topk['metrics']['n_tokens']:,} held-out tokens")
+    assert f"and {topk['training']['dead_in_training']:.1%} were silent" in notes
+    assert f"explained variance ({topk['metrics']['explained_variance']:.3f})" in notes
+    assert f"against {topk['metrics']['ce_increase']:+.3f} nats" in notes
+    assert "weighted 1 here" in notes and topk["settings"]["aux_coefficient"] == 1
     notes = zoo_saes.NOTES["attn2-induction-relu"]
     assert f"about {relu['metrics']['l0']:.0f} latents" in notes
     assert f"{relu['metrics']['explained_variance']:.3f} against TopK's {topk['metrics']['explained_variance']:.3f}" \
