@@ -33,6 +33,7 @@ RECIPES: dict[str, str] = {
     "chat-rl": "interplab.zoo.tuned.rl",
     "chat-control": "interplab.zoo.tuned.control",
     "chat-sft-early": "interplab.zoo.tuned.sft_early",
+    "chat-sft-late": "interplab.zoo.tuned.sft_late",
     "chat-base-lowend": "interplab.zoo.tuned.base_lowend",
 }
 
