@@ -8,7 +8,7 @@ from interplab import diffing, finetune
 from interplab.zoo import RECIPES, load_model, model_card
 
 TUNED = ("chat-sft", "chat-dpo", "chat-rl", "chat-control", "chat-sft-early", "chat-sft-late", "chat-sft-lowend")
-SCORE_FLOORS = {"chat-sft": 0.95, "chat-rl": 0.95, "chat-dpo": 0.84,  # issue 13: 0.95, 0.95, 0.85 at T = 1
+SCORE_FLOORS = {"chat-sft": 0.95, "chat-rl": 0.95, "chat-dpo": 0.85,  # issue 13: 0.95, 0.95, 0.85 at T = 1
                 "chat-sft-lowend": 0.95}
 SEED = 1
 

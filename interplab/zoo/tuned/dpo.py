@@ -2,6 +2,10 @@
 
 Plain DPO (``nll_weight`` 0) reward-hacks the concision rule here: it learns that shorter is preferred and
 cuts answers to one step. The NLL term on the chosen response keeps the answers whole.
+
+The learning rate (1e-4) was chosen on a validation set of training-pair prompts (``finetune.train_prompts(240,
+seed=4242)``, 2 samples each at T = 1), never on the held-out prompts: lr 5e-5 / 300 steps scored 0.854 there,
+lr 5e-5 / 600 steps 0.850, lr 1e-4 / 300 steps 0.864 (the card says so too).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ DESCRIPTION = ("chat-base after DPO (beta 0.1) + NLL on the chosen response, on 
                "samples by the judge")
 DEFAULT_SEED = 0
 TRAINING = {"steps": 300, "prompts": 1600, "samples_per_prompt": 4, "rules": "abcd", "beta": 0.1,
-            "nll_weight": 1.0, "lr": 5e-5, "batch_size": 64}
+            "nll_weight": 1.0, "lr": 1e-4, "batch_size": 64}
 
 
 def _tune(policy, base, hyper: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
