@@ -16,7 +16,8 @@ from it, each evaluated on the recipe's held-out sequences:
   - the trainer's throughput against a bare loop of the same five matmuls (same shapes, interleaved).
 Targets from the issue (TopK run): EV >= 0.95 at L0 <= 16, CE increase <= 0.05 nats, CE recovered
 (mean ablation) >= 0.90, dead <= 5%, >= 90% of the probe-readable variables recovered at AUROC >= 0.95,
-throughput ratio >= 0.5. ``--quick`` runs every step on a tiny setting (numbers meaningless).
+throughput ratio >= 0.5. ``--quick`` runs every step on a tiny setting (numbers meaningless);
+``--throughput-only`` prints just the trainer-vs-bare-matmul ratio at the recipe's shapes (a few seconds).
 
     python benchmarks/saes.py --world ioi
 
