@@ -149,3 +149,9 @@ def test_diffing_benchmark_names_carriers(capsys):
     assert all(len(v) == 2 for v in carried.values()), carried
     assert all(f >= 0.80 for v in carried.values() for f in v), carried
     assert "effective rank of ΔW" in out
+
+
+def test_sae_benchmark_ioi_quick(capsys):
+    """benchmarks/saes.py --world ioi: the strict IOI variables, the probe ceiling and what fails, reported."""
+    out = _run("saes", ["--world", "ioi", "--quick", "--threads", "1"], capsys)
+    assert "probe-readable IOI variables recovered by one latent" in out
