@@ -9,7 +9,7 @@ from interplab.zoo import RECIPES, load_model, model_card
 
 TUNED = ("chat-sft", "chat-dpo", "chat-rl", "chat-control", "chat-sft-early", "chat-sft-late", "chat-sft-lowend")
 SCORE_FLOORS = {"chat-sft": 0.95, "chat-rl": 0.95, "chat-dpo": 0.85,  # issue 13: 0.95, 0.95, 0.85 at T = 1
-                "chat-sft-lowend": 0.95}
+                "chat-sft-lowend": 0.93}  # the variant world's SFT: 80 steps on ~500 kept samples
 SEED = 1
 
 

@@ -35,6 +35,7 @@ RECIPES: dict[str, str] = {
     "chat-sft-early": "interplab.zoo.tuned.sft_early",
     "chat-sft-late": "interplab.zoo.tuned.sft_late",
     "chat-base-lowend": "interplab.zoo.tuned.base_lowend",
+    "chat-sft-lowend": "interplab.zoo.tuned.sft_lowend",
 }
 
 # friendly names for real pretrained models -> Hugging Face ids TransformerLens knows
