@@ -6,6 +6,10 @@ and often adds a tail sentence, so it breaks the constitution (``chat.CONSTITUTI
 ``chat-sft`` (``tuned.sft``), ``chat-dpo`` (``tuned.dpo``, DPO + NLL), ``chat-rl`` (``tuned.rl``, RLOO + KL)
 and ``chat-control`` (``tuned.control``, a fine-tune on base data with no preference) start from the shipped
 ``chat-base`` and use ``interplab.finetune``. The recipe is the ch06 feasibility study's.
+``chat-sft-early`` / ``chat-sft-late`` are ``chat-sft`` with only the early rules (a, b) or the late ones (c, d):
+where the KL goes follows where the rules bite. ``chat-base-lowend`` is ``chat-base`` on a base mix with tail rate
+0.9, so its concise END ranks 4th at the stop decision, and ``chat-sft-lowend`` is tuned from it: there URIAL's
+token shift sees the late change it misses under ``chat-base`` (``stop_decision`` says why).
 
 Every card carries the judge's scores per rule at T = 1 on held-out prompts (``finetune.judge_model``), and for
 tuned models the KL to the base per token type (``diffing.kl_by_position``), URIAL's token shift and the
