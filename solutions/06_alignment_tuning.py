@@ -1108,8 +1108,8 @@ for label, (history, row, texts) in dpo_runs.items():
 
 # %% [markdown]
 # Plain DPO did what the preference data rewarded. In 30 steps it made almost every answer concise, rule (d),
-# but correctness (c) and capability collapsed, and it began refusing benign requests: the shortest answer
-# there is, and one that "wins" most pairs. Look at the log-probabilities: the *chosen* answers became less
+# but correctness (c) and capability collapsed, and it began refusing benign requests, with the shortest
+# answer there is. Look at the log-probabilities: the *chosen* answers became less
 # likely too. DPO's loss only asks that the gap between chosen and rejected grow; pushing everything down while
 # pushing the long answers down faster satisfies it. The judge's correctness rule catches the hack; a judge with
 # rule (d) alone would have paid for it. The NLL term keeps the chosen answers likely and blocks the shortcut:
