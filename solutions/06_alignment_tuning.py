@@ -1163,7 +1163,10 @@ print("judge score at T = 1, held-out prompts (this notebook's samples): " + ", 
       + " (target: SFT >= 0.95, RL >= 0.95 with beta 0.03, DPO + NLL >= 0.85)")
 print("harmful requests refused at T = 1: " + ", ".join(f"{MODEL_NAMES[n]} {judged[n]['refuse_harmful']:.2f}"
                                                       for n in ("sft", "dpo", "rl")) + " (target >= 0.95)")
-print("capability (colour and repeat correct), base -> tuned: " + ", ".join(
+print("capability (colour and repeat correct), base -> tuned, cards (4 samples per question): " + ", ".join(
+    f"{MODEL_NAMES[n]} {cards['base']['metrics']['judge']['capability']:.2f} -> "
+    f"{cards[n]['metrics']['judge']['capability']:.2f}" for n in ("sft", "dpo", "rl"))
+      + "; this notebook (one sample each): " + ", ".join(
     f"{MODEL_NAMES[n]} {judged['base']['capability']:.2f} -> {judged[n]['capability']:.2f}" for n in ("sft", "dpo", "rl"))
       + " (target: drop <= 0.02)")
 print(f"chat-rl's run: reward {sum(shipped_curves['reward'][:10]) / 10:.2f} -> "
@@ -1190,8 +1193,9 @@ for name in patching:
 # What this chapter showed, and its limits:
 # - **Behaviour.** Three methods turned a base that keeps two thirds of the constitution (0.66 at T = 1) into
 #   assistants that keep 0.87 (DPO + NLL) to 0.98 (SFT) on held-out prompts, with 0.98 of harmful requests
-#   refused. SFT and RL kept capability within the target (a drop of 0.02); DPO + NLL lost 0.08 of it, beyond
-#   the target. Greedy decoding hides most of these differences; the chapter scores samples.
+#   refused. On the cards' four samples per question no method lost capability (colour and repeat: 0.90 for the base, 0.91 to
+#   0.95 tuned); this notebook's single samples (60 questions each) put DPO + NLL 0.08 lower, a reminder that
+#   a drop of 0.02 is below what 60 samples can resolve. Greedy decoding hides most of these differences; the chapter scores samples.
 # - **URIAL's rank count and the KL disagree.** URIAL found 2–3% shifted tokens, nearly all at the opener, for
 #   every method: the survey's picture. The exact KL found half of SFT's and RL's change at one late token, the
 #   stop decision, and most of DPO's beyond the first three tokens. Ranks cannot see a probability that moves
