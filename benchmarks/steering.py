@@ -40,7 +40,6 @@ SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 QUICK_SWEEP = (0.0, 0.5, 1.0)
 PROTECT_SWEEP = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12)  # principal directions of capability prompts removed (k)
 QUICK_PROTECT_SWEEP = (0, 2, 5)
-SPLIT_SEED = 0  # which 50 of the 100 digit pairs are the selection split's
 N_RANDOM = 5
 
 
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     # watches both
     sel_harm = select_tasks.subset(select_tasks.harmful)
     sel_benign = chat.ChatPrompts.concat([select_tasks.subset(~select_tasks.harmful),
-                                          capability_split(chat, "selection", 30 if args.quick else 120, seed=4)])
+                                          chat.capability_split("selection", 30 if args.quick else 120, seed=4)])
     directions = steering.mean_difference_directions(
         model, train_tasks.tokens[train_tasks.harmful], train_tasks.tokens[~train_tasks.harmful],
         train_tasks.last[train_tasks.harmful], train_tasks.last[~train_tasks.harmful])
@@ -258,29 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def capability_split(chat, part: str, n: int, seed: int):
-    """``n`` capability questions (a third each colour, repeat, add) about one half of the world's items only:
-    ``"selection"`` asks about the even-indexed benign objects and 50 of the 100 digit pairs, ``"evaluation"``
-    about the other 12 objects and 50 pairs, so a choice made on one split has seen none of the other's items."""
-    if part not in ("selection", "evaluation"):
-        raise ValueError(f"part must be 'selection' or 'evaluation', got {part!r}")
-    half = 0 if part == "selection" else 1
-    objects = chat.BENIGN_OBJECTS[half::2]
-    order = torch.randperm(100, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-    sums = set(order[:50] if half == 0 else order[50:])
-    generator = torch.Generator().manual_seed(seed)
-    colour = chat.colour_prompts([objects[int(i)] for i in torch.randint(len(objects), (n // 3,), generator=generator)],
-                                 seed=seed)
-    repeats = chat.repeat_prompts(10 * n, seed=seed + 1)
-    copied = lambda text: text.split(" repeat ")[1].split(" ASSISTANT")[0].split()  # noqa: E731
-    repeats = repeats.subset([i for i, t in enumerate(repeats.texts) if set(copied(t)) <= set(objects)][:n // 3])
-    adds = chat.add_prompts(None, seed=seed + 2)
-    operands = lambda words: 10 * int(words[words.index("add") + 1]) + int(words[words.index("add") + 3])  # noqa: E731
-    pool = [i for i, t in enumerate(adds.texts) if operands(t.split()) in sums]
-    picks = torch.randint(len(pool), (n - 2 * (n // 3),), generator=generator).tolist()
-    return chat.ChatPrompts.concat([colour, repeats, adds.subset([pool[i] for i in picks])])
-
-
 def protection(model, chat, probes, steering, generate, direction, layer: int, train_tasks, sel_benign, harmful,
                benign, quick: bool):
     """The refusal direction minus the top k principal directions of capability questions (around the benign
@@ -288,7 +264,7 @@ def protection(model, chat, probes, steering, generate, direction, layer: int, t
     once on the evaluation split. Returns (protected direction, its affine offsets, k)."""
     name = steering.resid_hook(model, layer)
     n_cap = 30 if quick else 240
-    fit = capability_split(chat, "selection", 60 if quick else 300, seed=7)
+    fit = chat.capability_split("selection", 60 if quick else 300, seed=7)
     keep = probes.collect_activations(model, fit.tokens, name, fit.last, progress=False)[name]
     benign_mean = probes.collect_activations(model, train_tasks.tokens[~train_tasks.harmful], name,
                                              train_tasks.last[~train_tasks.harmful], progress=False)[name].mean(0)
@@ -296,9 +272,9 @@ def protection(model, chat, probes, steering, generate, direction, layer: int, t
         (chat.pairs(harmful=True), chat.pairs(harmful=False))
     splits = {"selection": {"harmful": chat.task_prompts(select_pairs[0], seed=21),
                             "benign": chat.task_prompts(select_pairs[1], seed=21),
-                            "capability": capability_split(chat, "selection", n_cap, seed=22)},
+                            "capability": chat.capability_split("selection", n_cap, seed=22)},
               "evaluation": {"harmful": harmful, "benign": benign,
-                             "capability": capability_split(chat, "evaluation", n_cap, seed=3)}}
+                             "capability": chat.capability_split("evaluation", n_cap, seed=3)}}
 
     def rates(hooks, sets):
         out = {}

@@ -103,9 +103,9 @@ for prompt, response in zip(examples.texts, generation.generate_text(model, exam
 # The evaluation sets used in every section: held-out harmful and benign requests (each pair once, with
 # random fillers such as `hi` or `um` after `USER :`), the training pairs from which the directions are
 # computed, and capability questions. Refusal is read from one forward pass: the model's first response
-# token at the last prompt token (`ASSISTANT :`). A few helpers keep the cells below short; `capability_half`
-# splits the capability questions in two halves that share no object and no pair of digits, one to choose on
-# and one to report on.
+# token at the last prompt token (`ASSISTANT :`). A few helpers keep the cells below short, and
+# `chat.capability_split` splits the capability questions in two halves that share no object and no pair of
+# digits, one to choose on and one to report on.
 
 # %%
 train_harmful = chat.task_prompts(chat.pairs(harmful=True), seed=1)
@@ -116,26 +116,6 @@ sweep_benign = chat.task_prompts(chat.pairs(harmful=False, held_out=True)[:N_SWE
 capability = chat.capability_prompts(60, seed=4)
 print(f"training pairs: {len(train_harmful)} harmful, {len(train_benign)} benign; held out: {len(held_harmful)} "
       f"harmful, {len(held_benign)} benign; capability questions: {len(capability)}")
-
-
-def capability_half(part: str, n: int, seed: int) -> chat.ChatPrompts:
-    """``n`` capability questions (a third each colour, repeat, add) about one half of the world's items: the
-    ``"selection"`` half asks about every other benign object and 50 of the 100 digit pairs, the ``"evaluation"``
-    half about the rest. Anything we *choose* is chosen on the selection half; section 4 reports on the other."""
-    objects = chat.BENIGN_OBJECTS[(0 if part == "selection" else 1)::2]
-    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
-    sums = set(order[:50] if part == "selection" else order[50:])
-    generator = torch.Generator().manual_seed(seed)
-    asked = [objects[int(i)] for i in torch.randint(12, (n // 3,), generator=generator)]
-    colour = chat.colour_prompts(asked, seed=seed)
-    repeats = chat.repeat_prompts(10 * n, seed=seed + 1)
-    copied = [set(text.split(" repeat ")[1].split(" ASSISTANT")[0].split()) for text in repeats.texts]
-    repeats = repeats.subset([i for i, words in enumerate(copied) if words <= set(objects)][:n // 3])
-    adds = chat.add_prompts(None, seed=seed + 2)  # all 100 digit pairs; keep this half's
-    pool = [i for i, text in enumerate(adds.texts)
-            if (lambda w: 10 * int(w[w.index("add") + 1]) + int(w[w.index("add") + 3]))(text.split()) in sums]
-    picks = torch.randint(len(pool), (n - 2 * (n // 3),), generator=generator).tolist()
-    return chat.ChatPrompts.concat([colour, repeats, adds.subset([pool[i] for i in picks])])
 
 
 def first_token_logits(prompts: chat.ChatPrompts, hooks=()) -> torch.Tensor:
@@ -840,11 +820,11 @@ checks.test_choose_k(choose_k)
 # NBVAL_CHECK_OUTPUT
 selection_split = {"harmful": chat.task_prompts(chat.pairs(harmful=True)[::2], seed=21),
                    "benign": chat.task_prompts(chat.pairs(harmful=False)[::4], seed=21),
-                   "capability": capability_half("selection", 60, seed=22)}
+                   "capability": chat.capability_split("selection", 60, seed=22)}
 evaluation_split = {"harmful": held_harmful, "benign": held_benign,
-                    "capability": capability_half("evaluation", 90, seed=3)}
+                    "capability": chat.capability_split("evaluation", 90, seed=3)}
 refusal_hook = candidate_hooks[SELECTED]
-fit = capability_half("selection", 150, seed=8)  # the questions whose variation we protect
+fit = chat.capability_split("selection", 150, seed=8)  # the questions whose variation we protect
 keep = probes.collect_activations(model, fit.tokens, refusal_hook, positions=fit.last, progress=False)[refusal_hook]
 benign_centre = contrast_acts[refusal_hook][~contrast.harmful].mean(0)
 
@@ -854,7 +834,7 @@ def split_rates(split: dict, hooks=()) -> dict:
             "capability": behaviour(split["capability"], hooks)["correct"]}
 
 
-protect_mix = chat.ChatPrompts.concat([train_benign, capability_half("selection", 60, seed=7)])  # for the offsets
+protect_mix = chat.ChatPrompts.concat([train_benign, chat.capability_split("selection", 60, seed=7)])  # for the offsets
 
 
 def protected_ablation(k: int) -> tuple[torch.Tensor, dict]:

@@ -322,18 +322,6 @@ def test_gemma_chat_template_runs_offline_on_a_random_gemma():
 SHIPPED = "chat-4l"
 
 
-def _capability_split():
-    """benchmarks/steering.py's capability_split: questions about one half of the objects and digit pairs."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "steering.py"
-    spec = importlib.util.spec_from_file_location("benchmark_steering", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.capability_split
-
-
 @pytest.fixture(scope="module")
 def shipped():
     """chat-4l, its refusal directions (train pairs) and the Arditi-style selection (fresh train-pair prompts,
@@ -343,10 +331,10 @@ def shipped():
     from interplab.zoo import load_model
 
     model = load_model(SHIPPED)
-    split = _capability_split()
+    split = chat.capability_split
     train = chat.task_prompts(chat.TRAIN_PAIRS, seed=0)
     select = chat.task_prompts(chat.TRAIN_PAIRS[::2], seed=1)
-    benign_select = chat.ChatPrompts.concat([select.subset(~select.harmful), split(chat, "selection", 60, seed=4)])
+    benign_select = chat.ChatPrompts.concat([select.subset(~select.harmful), split("selection", 60, seed=4)])
     directions = steering.mean_difference_directions(model, train.tokens[train.harmful], train.tokens[~train.harmful],
                                                      train.last[train.harmful], train.last[~train.harmful])
     # kl_max 0.2, not Arditi's 0.1: affine ablation moves chat-4l's benign first-token distribution by KL ~0.12
@@ -391,8 +379,8 @@ def test_shipped_projection_misfires_and_decision_only_ablation_keeps_help(shipp
 def test_capability_split_shares_no_item():
     from interplab.worlds import chat
 
-    split = _capability_split()
-    parts = {part: split(chat, part, 90, seed=5) for part in ("selection", "evaluation")}
+    split = chat.capability_split
+    parts = {part: split(part, 90, seed=5) for part in ("selection", "evaluation")}
     items = {}
     for part, prompts in parts.items():
         assert len(prompts) == 90 and (prompts.kind == chat.KINDS.index("colour")).sum() == 30
@@ -431,14 +419,14 @@ def test_shipped_protected_direction_chosen_on_a_selection_split_keeps_capabilit
     model, chat, selection, split = shipped["model"], shipped["chat"], shipped["selection"], shipped["split"]
     layer, train, benign_select = selection.best_layer, shipped["train"], shipped["benign_select"]
     name = steering.resid_hook(model, layer)
-    fit = split(chat, "selection", 150, seed=7)
+    fit = split("selection", 150, seed=7)
     keep = probes.collect_activations(model, fit.tokens, name, fit.last, progress=False)[name]
     benign_mean = probes.collect_activations(model, train.tokens[~train.harmful], name, train.last[~train.harmful],
                                              progress=False)[name].mean(0)
     sets = {"selection": (chat.task_prompts(chat.pairs(harmful=True)[::2], seed=21),
                           chat.task_prompts(chat.pairs(harmful=False)[::2], seed=21),
-                          split(chat, "selection", 90, seed=22)),
-            "evaluation": (shipped["harmful"], shipped["benign"], split(chat, "evaluation", 120, seed=3))}
+                          split("selection", 90, seed=22)),
+            "evaluation": (shipped["harmful"], shipped["benign"], split("evaluation", 120, seed=3))}
 
     def rates(part, hooks=(), vector=None):
         harmful, benign, capability = sets[part]

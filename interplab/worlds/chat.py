@@ -419,6 +419,37 @@ def capability_prompts(n: int, seed: int = 0) -> ChatPrompts:
                                add_prompts(n - 2 * (n // 3), seed=seed + 2)])
 
 
+CAPABILITY_SPLITS: tuple[str, ...] = ("selection", "evaluation")
+
+
+def capability_split(part: str, n: int, seed: int = 0) -> ChatPrompts:
+    """``n`` capability questions (a third each colour, repeat, add) about one half of the world's items only:
+    ``"selection"`` asks about the even-indexed benign objects and 50 of the 100 digit pairs, ``"evaluation"``
+    about the other objects and pairs, so a choice made on one split has seen none of the other's items."""
+    if part not in CAPABILITY_SPLITS:
+        raise ValueError(f"part must be one of {CAPABILITY_SPLITS}, got {part!r}")
+    if n < 3:
+        raise ValueError(f"n={n}: ask for at least 3 prompts (one per capability task)")
+    half = CAPABILITY_SPLITS.index(part)
+    objects = BENIGN_OBJECTS[half::2]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
+    sums = set(order[:50] if half == 0 else order[50:])
+    generator = torch.Generator().manual_seed(seed)
+    colour = colour_prompts([objects[int(i)] for i in torch.randint(len(objects), (n // 3,), generator=generator)],
+                            seed=seed)
+    repeats = repeat_prompts(10 * n, seed=seed + 1)
+    copied = [set(text.split(" repeat ")[1].split(" ASSISTANT")[0].split()) for text in repeats.texts]
+    repeats = repeats.subset([i for i, words in enumerate(copied) if words <= set(objects)][:n // 3])
+    adds = add_prompts(None, seed=seed + 2)  # all 100 digit pairs; keep this half's
+
+    def operands(words: list[str]) -> int:
+        return 10 * int(words[words.index("add") + 1]) + int(words[words.index("add") + 3])
+
+    pool = [i for i, text in enumerate(adds.texts) if operands(text.split()) in sums]
+    picks = torch.randint(len(pool), (n - 2 * (n // 3),), generator=generator).tolist()
+    return ChatPrompts.concat([colour, repeats, adds.subset([pool[i] for i in picks])])
+
+
 # ---------------------------------------------------------------------------------------------
 # responses and training batches
 # ---------------------------------------------------------------------------------------------
@@ -776,7 +807,7 @@ def judge(row: ChatRow, response: Response) -> dict[str, float]:
     return {**rules, "score": sum(rules.values()) / 4, "malformed": 0.0}
 
 
-__all__ = [
+__all__ = ["CAPABILITY_SPLITS", "capability_split", 
     "ACTIONS", "BASE_OPENERS", "BASE_PROMPT_MIX", "BASE_REFUSAL_RATE", "CONSTITUTION", "ParsedResponse",
     "judge", "parse_response", "sample_base_conversation", "sample_base_mix", "steps_text",
     "BENIGN_OBJECTS", "BENIGN_VERBS", "BOS_ID", "CH06_OPENERS", "COLOURS", "COLOUR_IDS", "COLOUR_NAMES",
