@@ -196,6 +196,13 @@ def response_logprobs(model, tokens: Int[torch.Tensor, "batch seq"], mask: Bool[
     return out / mask.sum(-1).clamp(min=1).to(out.device) if normalize else out
 
 
+def _train_without_dropout(model) -> None:
+    """Tune in eval mode, i.e. with dropout off, as TRL's ``disable_dropout``: the policy must equal the frozen
+    reference at step 0 (DPO's loss starts at log 2, RLOO's KL at 0), and real checkpoints ship dropout (GPT-2:
+    0.1, which Hugging Face's attention also reads from the module's training flag). Gradients flow either way."""
+    model.eval()
+
+
 def copy_model(model):
     """An independent copy of a bridge, to tune while the original stays the frozen reference.
 
@@ -242,7 +249,7 @@ def fine_tune(model, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
         raise ValueError(f"steps must be >= 1 and lr > 0; got steps={steps}, lr={lr}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     losses = []
-    model.train()
+    _train_without_dropout(model)
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
         tokens, mask = next_batch()
@@ -369,7 +376,7 @@ def dpo(policy, reference, pairs: PreferencePairs, steps: int = 300, beta: float
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     batches = _epoch_batches(len(pairs), batch_size, torch.Generator().manual_seed(seed))
     history: dict[str, list[float]] = {k: [] for k in ("loss", "margin", "chosen_logp", "rejected_logp", "nll")}
-    policy.train()
+    _train_without_dropout(policy)
     bar = tqdm(range(steps), desc="DPO" + (" + NLL" if nll_weight else ""), disable=not progress, mininterval=1.0)
     for step in bar:
         index = next(batches)
@@ -470,7 +477,7 @@ def train_reward_model(base, pairs: PreferencePairs, steps: int = 200, lr: float
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr, weight_decay=0.0)
     batches = _epoch_batches(len(pairs), batch_size, torch.Generator().manual_seed(seed))
     losses = []
-    model.train()
+    _train_without_dropout(model)
     bar = tqdm(range(steps), desc="reward model", disable=not progress, mininterval=1.0)
     for step in bar:
         index = next(batches)
@@ -539,7 +546,7 @@ def rloo(policy, reference, prompts: chat.ChatPrompts, steps: int = 300, k: int 
         batch, responses = sample(policy, prompts.subset(chosen), k, 1.0, seed * 100_003 + step)
         verdict = judge_responses(batch, responses, rules)
         tokens, mask = pack(batch, responses)
-        policy.train()
+        _train_without_dropout(policy)
         lp = token_logprobs(policy, tokens, mask)
         with torch.no_grad():
             ref = token_logprobs(reference, tokens, mask)
