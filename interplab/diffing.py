@@ -81,11 +81,11 @@ class PositionProfile:
         return out
 
 
-def kl_by_position(tuned, base, prompts: chat.ChatPrompts, responses: Sequence[Sequence[int]],
-                   batch_size: int = 256) -> PositionProfile:
-    """Exact KL(tuned || base) over the whole vocabulary at every response position (the distribution of the
-    response token at that position, given the same prefix). Rows sum to each response's sequence KL."""
-    check_pair(tuned, base)
+def _per_response_position(prompts: chat.ChatPrompts, responses: Sequence[Sequence[int]], batch_size: int,
+                           extra: int, measure) -> PositionProfile:
+    """``measure(tokens)`` (``[batch, pos]``, position p read where token p + 1 is predicted) on batches of the
+    packed prompt + response rows, cut ``extra`` past the batch's last response token, kept at each row's response
+    positions and labelled by the judge's parse. 0 beyond each response's end."""
     tokens, mask = pack(prompts, responses)
     starts = (prompts.lengths - 1).tolist()
     width = max(len(r) for r in responses)
@@ -93,18 +93,28 @@ def kl_by_position(tuned, base, prompts: chat.ChatPrompts, responses: Sequence[S
     with torch.no_grad():
         for lo in range(0, len(responses), batch_size):
             t, m = tokens[lo:lo + batch_size], mask[lo:lo + batch_size]
-            end = int(m.any(0).nonzero().max()) + 1
-            device = model_device(tuned)
-            lp_t = tuned(t[:, :end].to(device)).float().log_softmax(-1).cpu()
-            lp_b = base(t[:, :end].to(model_device(base))).float().log_softmax(-1).cpu()
-            kl = (lp_t.exp() * (lp_t - lp_b)).sum(-1)
+            measured = measure(t[:, :int(m.any(0).nonzero().max()) + extra])
             for j in range(t.shape[0]):
                 n, s = len(responses[lo + j]), starts[lo + j]
-                values[lo + j, :n] = kl[j, s:s + n]
+                values[lo + j, :n] = measured[j, s:s + n]
     lengths = torch.tensor([len(r) for r in responses])
     valid = torch.arange(width)[None] < lengths[:, None]
     labels = [position_labels(r) + ["malformed"] * (len(r) - len(position_labels(r))) for r in responses]
-    return PositionProfile(values.clamp(min=0) * valid, valid, labels)
+    return PositionProfile(values * valid, valid, labels)
+
+
+def kl_by_position(tuned, base, prompts: chat.ChatPrompts, responses: Sequence[Sequence[int]],
+                   batch_size: int = 256) -> PositionProfile:
+    """Exact KL(tuned || base) over the whole vocabulary at every response position (the distribution of the
+    response token at that position, given the same prefix). Rows sum to each response's sequence KL."""
+    check_pair(tuned, base)
+
+    def kl(t: torch.Tensor) -> torch.Tensor:
+        lp_t = tuned(t.to(model_device(tuned))).float().log_softmax(-1).cpu()
+        lp_b = base(t.to(model_device(base))).float().log_softmax(-1).cpu()
+        return (lp_t.exp() * (lp_t - lp_b)).sum(-1).clamp(min=0)
+
+    return _per_response_position(prompts, responses, batch_size, 1, kl)
 
 
 def kl_summary(profile: PositionProfile, first: int = 3) -> dict[str, float]:
@@ -125,24 +135,12 @@ def token_ranks(base, prompts: chat.ChatPrompts, responses: Sequence[Sequence[in
                 ) -> PositionProfile:
     """URIAL's measure: the rank of each response token under ``base`` given the same prefix (1 = the base's
     top token; ties counted in the token's favour). 0 beyond each response's end."""
-    tokens, mask = pack(prompts, responses)
-    starts = (prompts.lengths - 1).tolist()
-    width = max(len(r) for r in responses)
-    ranks = torch.zeros(len(responses), width)
-    with torch.no_grad():
-        for lo in range(0, len(responses), batch_size):
-            t, m = tokens[lo:lo + batch_size], mask[lo:lo + batch_size]
-            end = int(m.any(0).nonzero().max()) + 2
-            logits = base(t[:, :end].to(model_device(base))).float().cpu()
-            chosen = logits[:, :-1].gather(-1, t[:, 1:end, None])
-            rank = (logits[:, :-1] > chosen).sum(-1) + 1
-            for j in range(t.shape[0]):
-                n, s = len(responses[lo + j]), starts[lo + j]
-                ranks[lo + j, :n] = rank[j, s:s + n].float()
-    lengths = torch.tensor([len(r) for r in responses])
-    valid = torch.arange(width)[None] < lengths[:, None]
-    labels = [position_labels(r) + ["malformed"] * (len(r) - len(position_labels(r))) for r in responses]
-    return PositionProfile(ranks * valid, valid, labels)
+    def rank(t: torch.Tensor) -> torch.Tensor:
+        logits = base(t.to(model_device(base))).float().cpu()
+        chosen = logits[:, :-1].gather(-1, t[:, 1:, None])
+        return ((logits[:, :-1] > chosen).sum(-1) + 1).float()
+
+    return _per_response_position(prompts, responses, batch_size, 2, rank)
 
 
 def shift_summary(ranks: PositionProfile, threshold: int = 3, first: int = 3) -> dict[str, float]:
