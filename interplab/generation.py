@@ -8,9 +8,12 @@ position the same as in an unpadded run, which matters for learned positional
 embeddings and rotary models alike.
 
 ``fwd_hooks`` (TransformerLens ``(name, fn)`` pairs) are active in every
-forward pass: this is how steered or ablated models generate. Each pass sees
-the whole batch (rows that have stopped keep running and are ignored), so a
-hook may hold per-row tensors of the batch's size.
+forward pass: this is how steered or ablated models generate. With hooks, each
+pass sees the whole batch (rows that have stopped keep running and are
+ignored), so a hook may hold per-row tensors of the batch's size. Without
+hooks, a pass runs only the rows still generating; sampling still draws for
+every row (a stopped row gets a uniform distribution it ignores), so the
+random stream, and with it every sample, is the same either way.
 """
 from __future__ import annotations
 
@@ -100,8 +103,15 @@ def generate(model, prompts: PromptBatch, max_new_tokens: int = 24, temperature:
                 if done.all():
                     break
                 end = int(position[~done].max()) + 1
-                logits = model(buffer[:, :end])
-                step_logits = logits[rows, position.clamp(max=end - 1)].float()  # stopped rows: ignored
+                if fwd_hooks:  # hooks may hold per-row tensors: every pass sees the whole batch
+                    logits = model(buffer[:, :end])
+                    step_logits = logits[rows, position.clamp(max=end - 1)].float()  # stopped rows: ignored
+                else:  # only the rows still running; the stopped ones get a uniform row that is ignored
+                    running = rows[~done]
+                    logits = model(buffer[running, :end])
+                    step_logits = torch.zeros(batch, logits.shape[-1], device=device)
+                    step_logits[running] = logits[torch.arange(len(running), device=device),
+                                                  position[running]].float()
                 if temperature == 0:
                     chosen = step_logits.argmax(-1)
                 else:

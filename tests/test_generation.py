@@ -121,3 +121,20 @@ def test_bad_input_says_how_to_fix_it(prompts):
         generate(model, (tokens + 500, lengths))
     with pytest.raises(TypeError, match="ChatPrompts or a"):
         generate(model, tokens)
+
+
+def test_running_only_the_live_rows_changes_no_sample():
+    """Without hooks a pass runs only the rows still generating; with a hook (here one that changes nothing) every
+    pass runs the whole batch. Rows of the shipped base stop at different lengths, and sampling draws for every
+    row either way, so both give the same samples."""
+    from interplab import finetune
+    from interplab.zoo import tuned
+
+    base = tuned.load_base()
+    prompts = finetune.expand(finetune.held_out_prompts().subset(list(range(40))), 4)
+    options = dict(max_new_tokens=finetune.MAX_NEW_TOKENS, temperature=1.0, seed=3)
+    live_only = generate(base, prompts, **options)
+    whole_batch = generate(base, prompts, fwd_hooks=[("blocks.0.hook_resid_post", lambda act, hook: act)], **options)
+    assert live_only == whole_batch
+    lengths = {len(r) for r in live_only}
+    assert len(lengths) > 5 and chat.END_ID in {r[-1] for r in live_only}  # rows stopped at many different steps
