@@ -95,10 +95,11 @@ def time_command(args) -> int:
         times = retrain_times(names, args.jobs, args.threads, Path(folder))
     total = time.perf_counter() - started
     cpu = sum(c for _, c in times.values())
-    base_cpu = sum(c for n, (_, c) in times.items() if n in BASES)
-    free = base_cpu + (cpu - base_cpu) / args.jobs  # the bases alone, then the rest split over the lanes
+    free = 0.0  # each wave (the bases, then the tuned models) split over the lanes, never shorter than its longest
+    for wave in ([c for n, (_, c) in times.items() if n in BASES], [c for n, (_, c) in times.items() if n not in BASES]):
+        free += max([sum(wave) / args.jobs, *wave]) if wave else 0.0
     print(f"total {total:.0f} s wall ({total / 60:.1f} min, target <= 10 min on 2 cores: {_met(total <= 600)}); "
-          f"CPU time {cpu:.0f} s in all ({cpu / 60:.1f} min): on {args.jobs} free cores, bases first and the rest "
+          f"CPU time {cpu:.0f} s in all ({cpu / 60:.1f} min): on {args.jobs} free cores, bases first, each wave "
           f"split evenly, about {free / 60:.1f} min (target: {_met(free <= 600)}); load average after: "
           f"{os.getloadavg()[0]:.1f} (a load above the core count means other work shared the cores and the wall "
           f"time is pessimistic)")
