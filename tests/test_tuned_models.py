@@ -163,3 +163,24 @@ def test_urial_sees_the_late_change_only_where_the_base_ranks_end_low(models, pr
     sft, sft_lowend = (model_card(n)["metrics"]["token_shift"] for n in ("chat-sft", "chat-sft-lowend"))
     assert sft["shifted_at_stop"] <= 0.02 and sft["shifted_first_3_share"] >= 0.8
     assert sft_lowend["shifted_at_stop"] >= 0.9 and sft_lowend["shifted_first_3_share"] <= 0.5
+
+
+@pytest.mark.parametrize("name", ["chat-sft-early", "chat-sft-late", "chat-sft-lowend"])
+def test_sft_variants_run_chat_sfts_recipe_with_their_cards_settings(monkeypatch, name):
+    """The variant recipes are ``sft.variant``'s two functions: training and evaluation reach chat-sft's recipe with
+    the rules, steps and base that the shipped card records."""
+    from interplab.zoo import recipe, tuned
+    from interplab.zoo.tuned import sft
+
+    card = model_card(name)
+    trained, evaluated = [], []
+    monkeypatch.setattr(sft, "train_recipe", lambda *args, **kwargs: trained.append((args, kwargs)))
+    monkeypatch.setattr(tuned, "load_base", lambda base_name=tuned.BASE_NAME: f"loaded {base_name}")
+    monkeypatch.setattr(tuned, "evaluate", lambda model, base: evaluated.append((model, base)))
+    recipe(name).train(seed=7, progress=False)
+    recipe(name).evaluate("the model")
+    (args, kwargs), = trained
+    assert args[0] == name and args[3] == 7 and kwargs["base_name"] == card["tuned_from"]
+    assert args[2] == card["training"]  # rules, steps, prompts, lr: all as shipped
+    assert evaluated == [("the model", f"loaded {card['tuned_from']}")]
+    assert recipe(name).train.__doc__ and card["training"]["rules"] in recipe(name).train.__doc__

@@ -45,4 +45,19 @@ def evaluate(model) -> dict[str, Any]:
     return tuned.evaluate(model, tuned.load_base())
 
 
+def variant(name: str, description: str, training: dict[str, Any], base_name: str = tuned.BASE_NAME):
+    """``(train, evaluate)`` of a recipe that is this one under another name, rule set or base (the recipe
+    modules ``sft_early``, ``sft_late`` and ``sft_lowend`` are these two functions and their settings)."""
+
+    def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
+        return train_recipe(name, description, training, seed, steps, progress, base_name=base_name)
+
+    def evaluate(model) -> dict[str, Any]:
+        return tuned.evaluate(model, tuned.load_base(base_name))
+
+    train.__doc__ = (f"``chat-sft``'s recipe as ``{name}``: rules {training['rules']}, {training['steps']} steps, "
+                     f"sampling from and measured against ``{base_name}``.")
+    return train, evaluate
+
+
 card_markdown = tuned.card_markdown

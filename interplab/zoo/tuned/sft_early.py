@@ -7,8 +7,6 @@ early rules bite (``diffing.kl_summary``: the share in response positions 0-2). 
 """
 from __future__ import annotations
 
-from typing import Any
-
 from interplab.zoo import tuned
 from interplab.zoo.tuned import sft
 
@@ -19,13 +17,5 @@ DEFAULT_SEED = sft.DEFAULT_SEED
 TRAINING = dict(sft.TRAINING, rules="ab")
 
 
-def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
-    """``chat-sft``'s recipe, keeping the samples that pass rules ab."""
-    return sft.train_recipe(NAME, DESCRIPTION, TRAINING, seed, steps, progress)
-
-
-def evaluate(model) -> dict[str, Any]:
-    return tuned.evaluate(model, tuned.load_base())
-
-
+train, evaluate = sft.variant(NAME, DESCRIPTION, TRAINING)
 card_markdown = tuned.card_markdown

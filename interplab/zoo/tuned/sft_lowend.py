@@ -8,8 +8,6 @@ it memorised its few samples and lost capability (colour and repeat answers 0.59
 """
 from __future__ import annotations
 
-from typing import Any
-
 from interplab.zoo import tuned
 from interplab.zoo.tuned import base_lowend, sft
 
@@ -21,13 +19,5 @@ DEFAULT_SEED = sft.DEFAULT_SEED
 TRAINING = dict(sft.TRAINING, steps=80)  # ~10 epochs over ~500 kept samples, as chat-sft's 300 over 1,926
 
 
-def train(seed: int = DEFAULT_SEED, steps: int | None = None, progress: bool = True):
-    """``chat-sft``'s recipe, sampling from and measured against ``chat-base-lowend``."""
-    return sft.train_recipe(NAME, DESCRIPTION, TRAINING, seed, steps, progress, base_name=BASE_NAME)
-
-
-def evaluate(model) -> dict[str, Any]:
-    return tuned.evaluate(model, tuned.load_base(BASE_NAME))
-
-
+train, evaluate = sft.variant(NAME, DESCRIPTION, TRAINING, base_name=BASE_NAME)
 card_markdown = tuned.card_markdown
