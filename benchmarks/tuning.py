@@ -86,6 +86,15 @@ def retrain_times(names: list[str], jobs: int, threads: int, out: Path) -> dict[
     return times
 
 
+def free_core_seconds(cpu_seconds: dict[str, float], jobs: int) -> float:
+    """The wall time on ``jobs`` free cores: the bases, then the tuned models, each wave split evenly over the
+    lanes but never shorter than its longest training."""
+    total = 0.0
+    for wave in ([c for n, c in cpu_seconds.items() if n in BASES], [c for n, c in cpu_seconds.items() if n not in BASES]):
+        total += max([sum(wave) / jobs, *wave]) if wave else 0.0
+    return total
+
+
 def time_command(args) -> int:
     names = [n for n in args.models.split(",") if n] if args.models_given else list(CORE)
     print(f"retraining {', '.join(names)} from scratch, {args.jobs} at a time, {args.threads} thread(s) each "
@@ -95,9 +104,7 @@ def time_command(args) -> int:
         times = retrain_times(names, args.jobs, args.threads, Path(folder))
     total = time.perf_counter() - started
     cpu = sum(c for _, c in times.values())
-    free = 0.0  # each wave (the bases, then the tuned models) split over the lanes, never shorter than its longest
-    for wave in ([c for n, (_, c) in times.items() if n in BASES], [c for n, (_, c) in times.items() if n not in BASES]):
-        free += max([sum(wave) / args.jobs, *wave]) if wave else 0.0
+    free = free_core_seconds({n: c for n, (_, c) in times.items()}, args.jobs)
     print(f"total {total:.0f} s wall ({total / 60:.1f} min, target <= 10 min on 2 cores: {_met(total <= 600)}); "
           f"CPU time {cpu:.0f} s in all ({cpu / 60:.1f} min): on {args.jobs} free cores, bases first, each wave "
           f"split evenly, about {free / 60:.1f} min (target: {_met(free <= 600)}); load average after: "

@@ -135,6 +135,17 @@ def test_tuning_benchmark_runs_quickly(capsys):
         assert line in out, line
 
 
+def test_tuning_time_estimate_splits_each_wave_over_the_cores():
+    """`benchmarks/tuning.py --time`'s free-core estimate: the bases first, then the tuned models, each wave over
+    the lanes and never shorter than its longest run."""
+    estimate = _load("tuning").free_core_seconds
+    cpu = {"chat-base": 150.0, "chat-base-lowend": 150.0, "chat-sft": 100.0, "chat-rl": 160.0, "chat-dpo": 120.0}
+    assert estimate(cpu, 2) == 150.0 + 190.0
+    assert estimate(cpu, 1) == 300.0 + 380.0
+    assert estimate({"chat-base": 150.0, "chat-rl": 160.0, "chat-control": 10.0}, 2) == 150.0 + 160.0
+    assert estimate({"chat-sft": 100.0}, 2) == 100.0
+
+
 def test_diffing_benchmark_names_carriers(capsys):
     """benchmarks/diffing.py on chat-sft: for the opener and the stop decision, in both directions, a set of
     components carries >= 80% of the change (the issue's cross-model patching target)."""
