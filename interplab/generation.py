@@ -103,15 +103,13 @@ def generate(model, prompts: PromptBatch, max_new_tokens: int = 24, temperature:
                 if done.all():
                     break
                 end = int(position[~done].max()) + 1
-                if fwd_hooks:  # hooks may hold per-row tensors: every pass sees the whole batch
-                    logits = model(buffer[:, :end])
-                    step_logits = logits[rows, position.clamp(max=end - 1)].float()  # stopped rows: ignored
-                else:  # only the rows still running; the stopped ones get a uniform row that is ignored
-                    running = rows[~done]
-                    logits = model(buffer[running, :end])
-                    step_logits = torch.zeros(batch, logits.shape[-1], device=device)
-                    step_logits[running] = logits[torch.arange(len(running), device=device),
-                                                  position[running]].float()
+                # hooks may hold per-row tensors, so with hooks every pass runs the whole batch; without, only
+                # the rows still running. Rows left out get a uniform distribution, drawn from and ignored.
+                active = rows if fwd_hooks else rows[~done]
+                logits = model(buffer[active, :end])
+                step_logits = torch.zeros(batch, logits.shape[-1], device=device)
+                step_logits[active] = logits[torch.arange(len(active), device=device),
+                                             position[active].clamp(max=end - 1)].float()
                 if temperature == 0:
                     chosen = step_logits.argmax(-1)
                 else:
