@@ -418,6 +418,28 @@ def reference_select_direction(candidates: list[dict], max_kl: float = 0.1, min_
     return min(kept, key=lambda c: (c["ablated_refusal"], c["kl"], c["layer"]))["layer"]
 
 
+def _check_choices(name: str, learner: Callable, reference: Callable, tables: list, variants_for: Callable,
+                   settings: Callable[[dict], str]) -> None:
+    """The frame of the table-choice checkers: each ``(candidates, kwargs, case)`` goes to the learner on a copy; a
+    wrong answer is diagnosed against ``variants_for(candidates, kwargs, expected)`` (likely mistakes, text ->
+    their answer) and the message ends with the table and ``settings(kwargs)``."""
+    for candidates, kwargs, case in tables:
+        got = call_learner(learner, [dict(c) for c in candidates], **kwargs, case=case)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = int(got.item())
+        expected = reference(candidates, **kwargs)
+        if got == expected and (got is None) == (expected is None):
+            continue
+        variants = {text: value for text, value in variants_for(candidates, kwargs, expected).items()
+                    if value != expected}
+        try:
+            compare_outputs(got, expected, case, variants=variants)
+        except CheckFailed as failure:
+            rows = "\n".join(f"    {c}" for c in candidates)
+            raise CheckFailed(f"{failure}\n  the candidates ({settings(kwargs)}):\n{rows}") from None
+    passed(name, len(tables))
+
+
 def _random_candidates(generator: torch.Generator, n_layers: int) -> list[dict]:
     layers = torch.randperm(n_layers, generator=generator).tolist()  # listed out of order: index != layer
     rows = []
@@ -454,20 +476,14 @@ def test_select_direction(select_direction: Callable) -> None:
     tables.append(([{"layer": 2, "ablated_refusal": 0.3, "added_refusal": 0.6, "kl": 0.15},
                     {"layer": 4, "ablated_refusal": 0.4, "added_refusal": 0.5, "kl": 0.12}],
                    {"max_kl": 0.2, "min_added": 0.6}, "thresholds passed as arguments (max_kl 0.2, min_added 0.6)"))
-    for candidates, kwargs, case in tables:
-        copies = [dict(c) for c in candidates]
-        got = call_learner(select_direction, copies, **kwargs, case=case)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = int(got.item())
-        expected = reference_select_direction(candidates, **kwargs)
-        if got == expected and (got is None) == (expected is None):
-            continue
+
+    def variants_for(candidates: list[dict], kwargs: dict, expected: int | None) -> dict:
         max_kl, min_added = kwargs.get("max_kl", 0.1), kwargs.get("min_added", 0.5)
         by_kl = [c for c in candidates if c["kl"] <= max_kl]
         by_added = [c for c in candidates if c["added_refusal"] >= min_added]
         kept = [c for c in by_kl if c["added_refusal"] >= min_added]
         order = {"layer": lambda c: (c["ablated_refusal"], c["kl"], c["layer"])}
-        variants = {
+        return {
             "the KL filter skipped: an ablation that breaks benign prompts is not a clean jailbreak":
                 min(by_added, key=order["layer"])["layer"] if by_added else None,
             "the addition filter skipped: a direction whose addition cannot induce refusal is not *the* refusal "
@@ -479,14 +495,9 @@ def test_select_direction(select_direction: Callable) -> None:
             "a candidate although none passes both filters (return None)":
                 min(candidates, key=order["layer"])["layer"] if not kept else expected,
         }
-        variants = {text: value for text, value in variants.items() if value != expected}
-        try:
-            compare_outputs(got, expected, case, variants=variants)
-        except CheckFailed as failure:
-            rows = "\n".join(f"    {c}" for c in candidates)
-            raise CheckFailed(f"{failure}\n  the candidates (max_kl {max_kl}, min_added {min_added}):\n{rows}") from None
-    passed("test_select_direction", len(tables))
 
+    _check_choices("test_select_direction", select_direction, reference_select_direction, tables, variants_for,
+                   lambda kwargs: f"max_kl {kwargs.get('max_kl', 0.1)}, min_added {kwargs.get('min_added', 0.5)}")
 
 
 # ---------------------------------------------------------------- 6b. how much to protect, chosen on a selection split
@@ -533,18 +544,12 @@ def test_choose_k(choose_k: Callable) -> None:
     tables.append(([{"k": 3, "refusal": 0.08, "help_drop": 0.0, "capability_drop": 0.0},
                     {"k": 1, "refusal": 0.0, "help_drop": 0.01, "capability_drop": 0.01}],
                    {"max_refusal": 0.1}, "max_refusal passed as an argument (0.1)"))
-    for candidates, kwargs, case in tables:
-        copies = [dict(c) for c in candidates]
-        got = call_learner(choose_k, copies, **kwargs, case=case)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = int(got.item())
-        expected = reference_choose_k(candidates, **kwargs)
-        if got == expected and (got is None) == (expected is None):
-            continue
+
+    def variants_for(candidates: list[dict], kwargs: dict, expected: int | None) -> dict:
         max_refusal = kwargs.get("max_refusal", 0.05)
         kept = [c for c in candidates if c["refusal"] <= max_refusal]
         least = lambda rows, key: min(rows, key=key)["k"] if rows else None  # noqa: E731
-        variants = {
+        return {
             "the fewest components whose drops are under 0.02 (a threshold rule): it stops where the selection "
             "split's drop just passes the target, so on fresh prompts it misses about as often as it meets it":
                 least([c for c in kept if _worst(c) <= 0.02], lambda c: c["k"]),
@@ -561,13 +566,10 @@ def test_choose_k(choose_k: Callable) -> None:
             "a k although none keeps refusal removed (return None)":
                 least(candidates, lambda c: (_worst(c), c["k"])) if not kept else expected,
         }
-        variants = {text: value for text, value in variants.items() if value != expected}
-        try:
-            compare_outputs(got, expected, case, variants=variants)
-        except CheckFailed as failure:
-            rows = "\n".join(f"    {c}" for c in candidates)
-            raise CheckFailed(f"{failure}\n  the candidates (max_refusal {max_refusal}):\n{rows}") from None
-    passed("test_choose_k", len(tables))
+
+    _check_choices("test_choose_k", choose_k, reference_choose_k, tables, variants_for,
+                   lambda kwargs: f"max_refusal {kwargs.get('max_refusal', 0.05)}")
+
 
 # ---------------------------------------------------------------- 7. weight orthogonalisation of one output
 
