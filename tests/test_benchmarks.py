@@ -135,6 +135,12 @@ def test_tuning_benchmark_runs_quickly(capsys):
         assert line in out, line
 
 
+def test_generation_benchmark_paths_give_the_same_samples(capsys):
+    """benchmarks/generation.py on a few prompts: running only the live rows samples exactly what the whole batch does."""
+    out = _run("generation", ["--prompts", "12", "--samples", "2", "--threads", "1"], capsys)
+    assert "24 samples at T = 1" in out and "same samples: True" in out
+
+
 def test_tuning_time_estimate_splits_each_wave_over_the_cores():
     """`benchmarks/tuning.py --time`'s free-core estimate: the bases first, then the tuned models, each wave over
     the lanes and never shorter than its longest run."""
